@@ -1,0 +1,46 @@
+//! `deepguard`: a thin command-line shell over the deepguard libraries.
+
+mod bench;
+mod generate;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "deepguard", version, about = "Make a code LLM write secure code, and prove that it does.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate code: continue a code prefix (completion mode) or answer a chat message.
+    Generate(generate::Args),
+    /// Show a model's architecture, dimensions, weight types, vocabulary and chat template.
+    Inspect(inspect::Args),
+    /// Measure prefill and decode speed (tokens/s), single-stream and batched.
+    Bench(bench::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Generate(a) => generate::run(a),
+        Cmd::Inspect(a) => inspect::run(a),
+        Cmd::Bench(a) => bench::run(a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Loads a model given a short name, GGUF path or HF folder, with a note on stderr.
+pub fn load_model(spec: &str) -> anyhow::Result<deepguard_runtime::Model> {
+    let path = deepguard_runtime::models::resolve(spec)?;
+    let t = std::time::Instant::now();
+    let m = deepguard_runtime::Model::load(&path, &candle_core::Device::Cpu)?;
+    eprintln!("loaded {} ({} layers, d={}) in {:.1}s", path.display(), m.cfg().n_layers, m.cfg().hidden_size, t.elapsed().as_secs_f64());
+    Ok(m)
+}

@@ -1,0 +1,119 @@
+//! The `deepguard` binary end to end on a tiny model: output formats, exit codes, error messages.
+
+use deepguard_runtime::testing::TinySpec;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deepguard"))
+}
+
+fn tiny(dir: &Path) -> PathBuf {
+    let p = dir.join("tiny.gguf");
+    TinySpec::qwen2().write_gguf(&p).unwrap();
+    p
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn generate_json_n_samples_and_greedy_determinism() {
+    let d = tempfile::tempdir().unwrap();
+    // the untied tiny llama: the tied tiny qwen2 mostly repeats its last token
+    let m = d.path().join("llama.gguf");
+    TinySpec::llama().write_gguf(&m).unwrap();
+    let m = m.to_str().unwrap();
+    let v = json(&run(&["generate", "-m", m, "-p", "def f(x):", "--n", "4", "--temperature", "0.9", "--max-tokens", "8", "--json"]));
+    let samples = v["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 4);
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(v["params"]["n"], 4);
+    let texts: std::collections::HashSet<_> = samples.iter().map(|s| s["tokens"].to_string()).collect();
+    assert!(texts.len() >= 3, "samples should differ at temperature 0.9");
+    let g1 = json(&run(&["generate", "-m", m, "-p", "def f(x):", "--max-tokens", "8", "--json"]));
+    let g2 = json(&run(&["generate", "-m", m, "-p", "def f(x):", "--max-tokens", "8", "--json"]));
+    assert_eq!(g1["samples"], g2["samples"]);
+}
+
+#[test]
+fn completion_mode_streams_prompt_then_continuation() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny(d.path());
+    let o = run(&["generate", "-m", m.to_str().unwrap(), "-p", "import os\n", "--max-tokens", "5"]);
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.starts_with("import os\n") && out.len() > "import os\n".len(), "{out:?}");
+}
+
+#[test]
+fn scenario_prompt_is_file_context_plus_func_context() {
+    let scen = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eval/sec_eval/base/cwe-089/0-py");
+    if !scen.exists() {
+        panic!("benchmark data not found at {} (CI runs with ../shared beside the repo)", scen.display());
+    }
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("long.gguf");
+    TinySpec { context: 2048, ..TinySpec::qwen2() }.write_gguf(&m).unwrap();
+    let v = json(&run(&["generate", "-m", m.to_str().unwrap(), "--scenario", scen.to_str().unwrap(), "--max-tokens", "2", "--json"]));
+    let expected = std::fs::read_to_string(scen.join("file_context.py")).unwrap() + &std::fs::read_to_string(scen.join("func_context.py")).unwrap();
+    let model = deepguard_runtime::Model::load(&m, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, model.tokenizer.encode(&expected).unwrap().len());
+}
+
+#[test]
+fn chat_mode_uses_the_template() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny(d.path());
+    let v = json(&run(&["generate", "-m", m.to_str().unwrap(), "-p", "hi", "--chat", "--max-tokens", "2", "--json"]));
+    // "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n": 3 special tokens + text bytes
+    let model = deepguard_runtime::Model::load(&m, &candle_core::Device::Cpu).unwrap();
+    let n = model.tokenizer.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n").unwrap().len();
+    assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, n);
+}
+
+#[test]
+fn inspect_reports_architecture() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny(d.path());
+    let v = json(&run(&["inspect", m.to_str().unwrap(), "--json"]));
+    assert_eq!(v["config"]["arch"], "qwen2");
+    assert_eq!(v["config"]["n_layers"], 3);
+    assert_eq!(v["config"]["n_kv_heads"], 2);
+    assert!(v["tokenizer"]["chat_template"].as_str().unwrap().contains("im_start"));
+    let text = String::from_utf8(run(&["inspect", m.to_str().unwrap()]).stdout).unwrap();
+    assert!(text.contains("GQA x2") && text.contains("Q8_0"), "{text}");
+}
+
+#[test]
+fn bad_inputs_exit_nonzero_with_one_clear_line() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny(d.path());
+    // corrupt model
+    let bad = d.path().join("broken.gguf");
+    let bytes = std::fs::read(&m).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let o = run(&["generate", "-m", bad.to_str().unwrap(), "-p", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error:") && err.contains("broken.gguf") && err.contains("truncated"), "{err}");
+    // prompt + max tokens beyond the context (tiny context: 256)
+    let o = run(&["generate", "-m", m.to_str().unwrap(), "-p", &"x ".repeat(200), "--max-tokens", "100"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.contains("exceeds the model's context of 256 tokens"), "{err}");
+    // unknown model name
+    let o = run(&["generate", "-m", "no-such-model", "-p", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8(o.stderr).unwrap().contains("neither a known name"));
+    // no prompt at all
+    let o = run(&["generate", "-m", m.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -1,0 +1,433 @@
+//! The decoder: one implementation of the Llama / Qwen2 transformer for inference and training.
+//!
+//! ```text
+//! h_0 = embed(ids)
+//! for each block l:   h = h + attn(rms_norm(h)) ;  h = h + mlp(rms_norm(h)) ;  h = hooks(l, h)
+//! logits = lm_head(rms_norm(h))
+//! ```
+//! Inference uses candle's fused kernels (rms_norm, softmax, rope) and quantized matmuls.
+//! Those kernels have no backward pass, so `ForwardOpts::grad` switches every one of them to a
+//! composition of differentiable primitives; weights that gradients must cross are dequantized
+//! once by [`Decoder::prepare_for_training`]. Same code path, same weights, same numbers.
+
+use crate::config::{ModelConfig, RopeStyle};
+use crate::hooks::ResidualHook;
+use crate::kv_cache::KvCache;
+use crate::lora::{Lora, LoraConfig, Proj};
+use anyhow::{bail, Result};
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A weight matrix (out, in): kept quantized for inference, or dense f32.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    Quant(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Weight,
+    qmm: Option<QMatMul>,
+    pub bias: Option<Tensor>,
+    pub lora: Option<Lora>,
+}
+
+impl Linear {
+    pub fn new(weight: Weight, bias: Option<Tensor>) -> Result<Self> {
+        let qmm = match &weight {
+            Weight::Quant(q) => Some(QMatMul::from_arc(q.clone())?),
+            Weight::Dense(_) => None,
+        };
+        Ok(Self { weight, qmm, bias, lora: None })
+    }
+
+    /// (out, in)
+    pub fn dims(&self) -> (usize, usize) {
+        let d = match &self.weight {
+            Weight::Quant(q) => q.shape().dims().to_vec(),
+            Weight::Dense(t) => t.dims().to_vec(),
+        };
+        (d[0], d[1])
+    }
+
+    pub fn forward(&self, x: &Tensor, opts: &ForwardOpts) -> Result<Tensor> {
+        let y = match (&self.qmm, &self.weight) {
+            (Some(q), _) => q.forward(x)?,
+            (None, Weight::Dense(w)) => x.broadcast_matmul(&w.t()?)?,
+            (None, Weight::Quant(_)) => unreachable!(),
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        match &self.lora {
+            Some(l) if opts.lora => Ok((y + l.delta(x, opts.train)?)?),
+            _ => Ok(y),
+        }
+    }
+
+    /// Replaces a quantized weight by its dense f32 form (so gradients can flow through it).
+    pub fn densify(&mut self) -> Result<()> {
+        if let Weight::Quant(q) = &self.weight {
+            self.weight = Weight::Dense(q.dequantize(&q.device())?);
+            self.qmm = None;
+        }
+        Ok(())
+    }
+
+    pub fn dense_weight(&self) -> Result<Tensor> {
+        Ok(match &self.weight {
+            Weight::Quant(q) => q.dequantize(&q.device())?,
+            Weight::Dense(t) => t.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub attn_norm: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub ffn_norm: Tensor,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Block {
+    pub fn proj_mut(&mut self, p: Proj) -> &mut Linear {
+        match p {
+            Proj::QProj => &mut self.q,
+            Proj::KProj => &mut self.k,
+            Proj::VProj => &mut self.v,
+            Proj::OProj => &mut self.o,
+            Proj::GateProj => &mut self.gate,
+            Proj::UpProj => &mut self.up,
+            Proj::DownProj => &mut self.down,
+        }
+    }
+    pub fn proj(&self, p: Proj) -> &Linear {
+        match p {
+            Proj::QProj => &self.q,
+            Proj::KProj => &self.k,
+            Proj::VProj => &self.v,
+            Proj::OProj => &self.o,
+            Proj::GateProj => &self.gate,
+            Proj::UpProj => &self.up,
+            Proj::DownProj => &self.down,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Quant(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+/// Which block outputs a forward pass keeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum LayerSelect {
+    #[default]
+    None,
+    All,
+    Only(Vec<usize>),
+}
+
+impl LayerSelect {
+    pub fn keeps(&self, layer: usize) -> bool {
+        match self {
+            LayerSelect::None => false,
+            LayerSelect::All => true,
+            LayerSelect::Only(v) => v.contains(&layer),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogitsSelect {
+    None,
+    /// Only the last position (generation).
+    #[default]
+    Last,
+    All,
+}
+
+#[derive(Clone, Default)]
+pub struct ForwardOpts<'a> {
+    /// Block outputs to return (index l = output of block l, after hooks).
+    pub keep: LayerSelect,
+    /// Also return the final-norm output (all positions).
+    pub keep_final_norm: bool,
+    pub logits: LogitsSelect,
+    pub hooks: &'a [&'a dyn ResidualHook],
+    /// Use differentiable ops everywhere (training).
+    pub grad: bool,
+    /// Apply LoRA adapters (false gives the frozen reference model from the same weights).
+    pub lora: bool,
+    /// Training mode: dropout in adapters is active.
+    pub train: bool,
+}
+
+impl<'a> ForwardOpts<'a> {
+    pub fn inference() -> Self {
+        Self { lora: true, ..Default::default() }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ForwardOutput {
+    /// (batch, vocab) for `Last`, (batch, seq, vocab) for `All`.
+    pub logits: Option<Tensor>,
+    /// Block outputs (batch, seq, hidden) by layer index.
+    pub hidden: BTreeMap<usize, Tensor>,
+    /// Final-norm output (batch, seq, hidden).
+    pub final_norm: Option<Tensor>,
+}
+
+pub struct Decoder {
+    pub cfg: ModelConfig,
+    pub embed: Embedding,
+    pub blocks: Vec<Block>,
+    pub norm: Tensor,
+    pub lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+impl Decoder {
+    pub fn new(cfg: ModelConfig, embed: Embedding, blocks: Vec<Block>, norm: Tensor, lm_head: Linear, device: &Device) -> Result<Self> {
+        if blocks.len() != cfg.n_layers {
+            bail!("config says {} layers but {} blocks were loaded", cfg.n_layers, blocks.len());
+        }
+        let half = cfg.head_dim / 2;
+        let inv: Vec<f32> = (0..half).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
+        let inv = Tensor::new(inv, device)?.reshape((1, half))?;
+        let pos = Tensor::arange(0u32, cfg.context_length as u32, device)?.to_dtype(DType::F32)?.reshape((cfg.context_length, 1))?;
+        let freqs = pos.matmul(&inv)?;
+        Ok(Self { cos: freqs.cos()?, sin: freqs.sin()?, cfg, embed, blocks, norm, lm_head, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Full forward pass over `ids` (batch, seq) at absolute position `pos`.
+    pub fn forward(&self, ids: &Tensor, pos: usize, mut cache: Option<&mut KvCache>, opts: &ForwardOpts) -> Result<ForwardOutput> {
+        let (_, t) = ids.dims2()?;
+        if pos + t > self.cfg.context_length {
+            bail!("sequence of {} positions exceeds the model's context length {}", pos + t, self.cfg.context_length);
+        }
+        let mut out = ForwardOutput::default();
+        let h = self.embed(ids)?;
+        let h = self.run_blocks(h, 0..self.cfg.n_layers, pos, cache.as_deref_mut(), opts, &mut out)?;
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        self.head(&h, opts, &mut out)?;
+        Ok(out)
+    }
+
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match &self.embed {
+            Embedding::Quant(q) => q.embedding(ids)?,
+            Embedding::Dense(w) => {
+                let (b, t) = ids.dims2()?;
+                w.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden_size))?
+            }
+        })
+    }
+
+    /// Runs blocks `layers` on the residual stream `h` (batch, seq, hidden). Training code uses
+    /// this to run frozen lower blocks once and cache their output.
+    pub fn run_blocks(
+        &self,
+        mut h: Tensor,
+        layers: std::ops::Range<usize>,
+        pos: usize,
+        mut cache: Option<&mut KvCache>,
+        opts: &ForwardOpts,
+        out: &mut ForwardOutput,
+    ) -> Result<Tensor> {
+        let t = h.dim(1)?;
+        let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?) } else { None };
+        for l in layers {
+            h = self.block_forward(l, &h, pos, mask.as_ref(), cache.as_deref_mut(), opts)?;
+            for hook in opts.hooks {
+                h = hook.apply(l, h, pos)?;
+            }
+            if opts.keep.keeps(l) {
+                out.hidden.insert(l, h.clone());
+            }
+        }
+        Ok(h)
+    }
+
+    /// Final norm and output head on the last block's output.
+    pub fn head(&self, h: &Tensor, opts: &ForwardOpts, out: &mut ForwardOutput) -> Result<()> {
+        let t = h.dim(1)?;
+        let normed = match opts.logits {
+            LogitsSelect::Last if !opts.keep_final_norm => self.rms_norm(&h.narrow(1, t - 1, 1)?, &self.norm, opts.grad)?,
+            _ => self.rms_norm(h, &self.norm, opts.grad)?,
+        };
+        match opts.logits {
+            LogitsSelect::None => {}
+            LogitsSelect::Last => {
+                let tt = normed.dim(1)?;
+                let last = normed.narrow(1, tt - 1, 1)?;
+                out.logits = Some(self.lm_head.forward(&last, opts)?.squeeze(1)?);
+            }
+            LogitsSelect::All => out.logits = Some(self.lm_head.forward(&normed, opts)?),
+        }
+        if opts.keep_final_norm {
+            out.final_norm = Some(normed);
+        }
+        Ok(())
+    }
+
+    fn block_forward(&self, l: usize, x: &Tensor, pos: usize, mask: Option<&Tensor>, cache: Option<&mut KvCache>, opts: &ForwardOpts) -> Result<Tensor> {
+        let blk = &self.blocks[l];
+        let cfg = &self.cfg;
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+
+        // Attention.
+        let hn = self.rms_norm(x, &blk.attn_norm, opts.grad)?;
+        let q = blk.q.forward(&hn, opts)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = blk.k.forward(&hn, opts)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = blk.v.forward(&hn, opts)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = self.rope(&q, pos, opts.grad)?;
+        let k = self.rope(&k, pos, opts.grad)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(l, &k, &v)?,
+            None => (k, v),
+        };
+        let kv_len = k.dim(2)?;
+        // Grouped-query attention without copying K/V: fold the query heads that share a KV
+        // head into the row dimension, (b, nkv, group * t, hd).
+        let g = nh / nkv;
+        let q = q.reshape((b, nkv, g * t, hd))?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = match mask {
+            Some(m) => att.reshape((b, nkv, g, t, kv_len))?.broadcast_add(m)?.reshape((b, nkv, g * t, kv_len))?,
+            None => att,
+        };
+        let att = if opts.grad { softmax_diff(&att)? } else { candle_nn::ops::softmax_last_dim(&att)? };
+        let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let h = (x + blk.o.forward(&y, opts)?)?;
+
+        // MLP (SwiGLU).
+        let hn = self.rms_norm(&h, &blk.ffn_norm, opts.grad)?;
+        let gate = blk.gate.forward(&hn, opts)?;
+        let up = blk.up.forward(&hn, opts)?;
+        let act = (if opts.grad { (&gate * candle_nn::ops::sigmoid(&gate)?)? } else { gate.silu()? } * up)?;
+        Ok((h + blk.down.forward(&act, opts)?)?)
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor, grad: bool) -> Result<Tensor> {
+        let eps = self.cfg.rms_norm_eps;
+        if grad {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)?)
+        } else {
+            Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
+        }
+    }
+
+    /// Rotary embedding on (b, heads, t, hd) at absolute positions pos..pos+t.
+    fn rope(&self, x: &Tensor, pos: usize, grad: bool) -> Result<Tensor> {
+        let (b, h, t, d) = x.dims4()?;
+        let cos = self.cos.narrow(0, pos, t)?;
+        let sin = self.sin.narrow(0, pos, t)?;
+        if !grad {
+            return Ok(match self.cfg.rope_style {
+                RopeStyle::Neox => candle_nn::rotary_emb::rope(x, &cos, &sin)?,
+                RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(x, &cos, &sin)?,
+            });
+        }
+        let half = d / 2;
+        match self.cfg.rope_style {
+            RopeStyle::Neox => {
+                let x1 = x.narrow(D::Minus1, 0, half)?;
+                let x2 = x.narrow(D::Minus1, half, half)?;
+                let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+                let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+                Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
+            }
+            RopeStyle::Interleaved => {
+                let xp = x.reshape((b, h, t, half, 2))?;
+                let x1 = xp.narrow(D::Minus1, 0, 1)?.squeeze(D::Minus1)?;
+                let x2 = xp.narrow(D::Minus1, 1, 1)?.squeeze(D::Minus1)?;
+                let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+                let r2 = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+                Ok(Tensor::stack(&[r1, r2], D::Minus1)?.reshape((b, h, t, d))?)
+            }
+        }
+    }
+
+    /// Attaches fresh LoRA adapters and returns them by their PEFT parameter names.
+    pub fn attach_lora(&mut self, cfg: &LoraConfig) -> Result<Vec<(String, Var)>> {
+        let mut params = Vec::new();
+        let device = self.device.clone();
+        for (l, blk) in self.blocks.iter_mut().enumerate() {
+            if !cfg.applies_to(l) {
+                continue;
+            }
+            for &p in &cfg.targets {
+                let lin = blk.proj_mut(p);
+                let (out_dim, in_dim) = lin.dims();
+                let lora = Lora::new(in_dim, out_dim, cfg, &device)?;
+                let base = format!("base_model.model.model.layers.{l}.{}.{}", p.hf_module(), p.hf_name());
+                params.push((format!("{base}.lora_A.weight"), lora.a.clone()));
+                params.push((format!("{base}.lora_B.weight"), lora.b.clone()));
+                lin.lora = Some(lora);
+            }
+        }
+        if let Some(&bad) = cfg.layers.iter().find(|&&l| l >= self.cfg.n_layers) {
+            bail!("LoRA layer {bad} does not exist (model has {} layers)", self.cfg.n_layers);
+        }
+        Ok(params)
+    }
+
+    /// Removes all adapters.
+    pub fn detach_lora(&mut self) {
+        for blk in &mut self.blocks {
+            for p in Proj::ALL {
+                blk.proj_mut(p).lora = None;
+            }
+        }
+    }
+
+    /// Dequantizes the weights of blocks `from_layer..` and the output head, the part of the
+    /// network that gradients cross when adapters sit at or above `from_layer`. Quantized
+    /// matmuls have no backward pass: without this, gradients would silently stop.
+    pub fn prepare_for_training(&mut self, from_layer: usize) -> Result<()> {
+        for blk in self.blocks.iter_mut().skip(from_layer) {
+            for p in Proj::ALL {
+                blk.proj_mut(p).densify()?;
+            }
+        }
+        self.lm_head.densify()
+    }
+}
+
+/// Additive causal mask (t, pos + t): position i may attend to j <= pos + i.
+fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
+    let kv = pos + t;
+    let m: Vec<f32> = (0..t).flat_map(|i| (0..kv).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    Ok(Tensor::from_vec(m, (t, kv), device)?)
+}
+
+/// Softmax over the last dimension from differentiable primitives. The max shift is a constant
+/// (its gradient cancels), so it is detached.
+pub fn softmax_diff(x: &Tensor) -> Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}

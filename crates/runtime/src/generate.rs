@@ -1,0 +1,252 @@
+//! Sampling-based generation: one prefill of the prompt, then n samples decoded together as a
+//! batch (the prompt's KV cache is shared by copying it n times); finished samples leave the batch.
+
+use crate::decoder::{ForwardOpts, LogitsSelect};
+use crate::hooks::{LogitsProcessor, ResidualHook};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::tokenizer::TextStream;
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+    pub max_tokens: usize,
+    /// Generation of a sample ends at the first of these strings (not included in its text).
+    pub stop: Vec<String>,
+    pub n: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 0.0, top_p: 1.0, seed: 42, max_tokens: 256, stop: vec![], n: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence / end-of-turn token.
+    Eos,
+    Stop,
+    Length,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub finish_reason: FinishReason,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    pub samples: Vec<Sample>,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+    /// Decode steps run (the longest sample's length).
+    pub decode_steps: usize,
+}
+
+/// Hooks and processors active for one request.
+#[derive(Default)]
+pub struct Guidance<'a> {
+    pub hooks: Vec<&'a dyn ResidualHook>,
+    pub processors: Vec<Box<dyn LogitsProcessor + 'a>>,
+}
+
+/// Generates `params.n` samples continuing `prompt_ids`. `on_text(sample, delta)` receives each
+/// sample's text as it is decoded (already cut at stop strings).
+pub fn generate(
+    model: &Model,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    guidance: &mut Guidance,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Generation> {
+    let ctx = model.cfg().context_length;
+    let p = prompt_ids.len();
+    if p == 0 {
+        bail!("the prompt is empty");
+    }
+    if p + params.max_tokens > ctx {
+        bail!(
+            "prompt of {p} tokens + {} new tokens exceeds the model's context of {ctx} tokens (by {})",
+            params.max_tokens,
+            p + params.max_tokens - ctx
+        );
+    }
+    if params.n == 0 {
+        bail!("n must be at least 1");
+    }
+    let dec = &model.decoder;
+    let dev = dec.device();
+    let tok = &model.tokenizer;
+    let opts = ForwardOpts { logits: LogitsSelect::Last, hooks: &guidance.hooks, lora: true, ..Default::default() };
+    let mut cache = KvCache::new(dec.cfg.n_layers, p + params.max_tokens);
+
+    let t0 = Instant::now();
+    let input = Tensor::new(prompt_ids, dev)?.unsqueeze(0)?;
+    let mut logits = dec.forward(&input, 0, Some(&mut cache), &opts)?.logits.unwrap();
+    let prefill_secs = t0.elapsed().as_secs_f64();
+
+    let n = params.n;
+    if n > 1 {
+        cache.expand_batch(n)?;
+        logits = logits.repeat((n, 1))?;
+    }
+    let mut rngs: Vec<rand::rngs::StdRng> =
+        (0..n).map(|i| rand::rngs::StdRng::seed_from_u64(params.seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))).collect();
+    let mut streams = vec![TextStream::default(); n];
+    let mut texts = vec![String::new(); n];
+    let mut emitted = vec![0usize; n];
+    let mut finish: Vec<Option<FinishReason>> = vec![None; n];
+    // live[i] = request index of batch row i
+    let mut live: Vec<usize> = (0..n).collect();
+    let max_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+
+    let t1 = Instant::now();
+    let mut steps = 0;
+    for step in 0..params.max_tokens {
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut next = Vec::with_capacity(live.len());
+        for (row, &s) in live.iter().enumerate() {
+            let mut l = rows[row].clone();
+            for proc in guidance.processors.iter_mut() {
+                proc.process(s, step, &mut l)?;
+            }
+            let id = sample_token(&mut l, params.temperature, params.top_p, &mut rngs[s]);
+            next.push(id);
+            if tok.stop_ids.contains(&id) {
+                finish[s] = Some(FinishReason::Eos);
+                continue;
+            }
+            if let Some(delta) = streams[s].push(tok, id)? {
+                texts[s].push_str(&delta);
+            }
+            // Stop strings: cut the text at the first one.
+            if max_stop > 0 {
+                let from = emitted[s].saturating_sub(max_stop);
+                if let Some(cut) = params.stop.iter().filter_map(|st| texts[s][from..].find(st.as_str()).map(|i| from + i)).min() {
+                    texts[s].truncate(cut);
+                    finish[s] = Some(FinishReason::Stop);
+                }
+            }
+            if step + 1 == params.max_tokens && finish[s].is_none() {
+                finish[s] = Some(FinishReason::Length);
+            }
+            // Stream what can no longer turn into a stop string.
+            let safe = if finish[s].is_some() { texts[s].len() } else { safe_prefix(&texts[s], &params.stop) };
+            if safe > emitted[s] {
+                on_text(s, &texts[s][emitted[s]..safe]);
+                emitted[s] = safe;
+            }
+        }
+        steps = step + 1;
+        let keep: Vec<usize> = (0..live.len()).filter(|&r| finish[live[r]].is_none()).collect();
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < live.len() {
+            cache.retain_rows(&keep, dev)?;
+            next = keep.iter().map(|&r| next[r]).collect();
+            live = keep.iter().map(|&r| live[r]).collect();
+        }
+        let input = Tensor::new(next.as_slice(), dev)?.unsqueeze(1)?;
+        logits = dec.forward(&input, p + step, Some(&mut cache), &opts)?.logits.unwrap();
+    }
+    let decode_secs = t1.elapsed().as_secs_f64();
+    let samples: Vec<Sample> = (0..n)
+        .map(|s| Sample { text: std::mem::take(&mut texts[s]), tokens: streams[s].tokens.clone(), finish_reason: finish[s].unwrap_or(FinishReason::Length) })
+        .collect();
+    let generated_tokens = samples.iter().map(|s| s.tokens.len()).sum();
+    Ok(Generation { samples, prompt_tokens: p, generated_tokens, prefill_secs, decode_secs, decode_steps: steps })
+}
+
+/// Length of the prefix of `text` that no continuation can turn into a stop string.
+fn safe_prefix(text: &str, stops: &[String]) -> usize {
+    let mut safe = text.len();
+    for st in stops {
+        for k in (1..st.len()).rev() {
+            if text.len() >= k && text.is_char_boundary(text.len() - k) && st.starts_with(&text[text.len() - k..]) {
+                safe = safe.min(text.len() - k);
+                break;
+            }
+        }
+    }
+    while !text.is_char_boundary(safe) {
+        safe -= 1;
+    }
+    safe
+}
+
+/// Greedy when `temperature <= 0`; otherwise nucleus sampling from softmax(logits / T).
+pub fn sample_token(logits: &mut [f32], temperature: f64, top_p: f64, rng: &mut impl Rng) -> u32 {
+    if temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let inv_t = (1.0 / temperature) as f32;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for l in logits.iter_mut() {
+        *l = ((*l - max) * inv_t).exp();
+        sum += *l as f64;
+    }
+    let inv_sum = (1.0 / sum) as f32;
+    for l in logits.iter_mut() {
+        *l *= inv_sum;
+    }
+    // The nucleus is a prefix of the tokens sorted by probability. Sorting the whole vocabulary
+    // every step is slow, so sort only the tokens above a threshold whose mass already reaches
+    // top_p: the nucleus is then guaranteed to be among them (exact, not an approximation).
+    let top_p = top_p.clamp(0.0, 1.0);
+    let mut threshold = 1e-4f32;
+    let mut cand: Vec<(u32, f32)>;
+    loop {
+        cand = logits.iter().enumerate().filter(|(_, &p)| p >= threshold).map(|(i, &p)| (i as u32, p)).collect();
+        let mass: f64 = cand.iter().map(|c| c.1 as f64).sum();
+        if mass >= top_p || threshold == 0.0 {
+            break;
+        }
+        threshold = if threshold < 1e-12 { 0.0 } else { threshold * 1e-3 };
+    }
+    cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut cum = 0f64;
+    let mut cut = cand.len();
+    for (i, c) in cand.iter().enumerate() {
+        cum += c.1 as f64;
+        if cum >= top_p {
+            cut = i + 1;
+            break;
+        }
+    }
+    let nucleus = &cand[..cut.max(1)];
+    let total: f64 = nucleus.iter().map(|c| c.1 as f64).sum();
+    let mut r = rng.gen::<f64>() * total;
+    for c in nucleus {
+        r -= c.1 as f64;
+        if r <= 0.0 {
+            return c.0;
+        }
+    }
+    nucleus.last().unwrap().0
+}
+
+pub fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

@@ -1,0 +1,24 @@
+//! deepguard-runtime: a transparent decoder-only transformer for real code LLMs.
+//!
+//! - [`model::Model::load`] reads a GGUF file (weights stay quantized) or a Hugging Face folder.
+//! - [`decoder::Decoder::forward`] exposes every block's output, a residual-stream hook and a
+//!   differentiable mode with LoRA adapters ([`lora`]) for training.
+//! - [`generate::generate`] decodes n samples of one prompt as a batch over a shared prefill,
+//!   with logits processors applied at every step.
+
+pub mod chat;
+pub mod config;
+pub mod decoder;
+pub mod generate;
+pub mod gguf;
+pub mod hooks;
+pub mod kv_cache;
+pub mod lora;
+pub mod model;
+pub mod models;
+pub mod testing;
+pub mod tokenizer;
+
+pub use config::{Arch, ModelConfig};
+pub use decoder::{Decoder, ForwardOpts, ForwardOutput, LayerSelect, LogitsSelect};
+pub use model::Model;
