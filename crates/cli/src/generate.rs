@@ -45,6 +45,17 @@ pub struct Args {
     /// Print one JSON object (samples, token counts, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Steering vector: FILE.gguf, DIR:CWE (DIR/cwe-XXX.gguf) or DIR:auto (probe-then-steer),
+    /// added after its block from the last prompt token on.
+    #[arg(long)]
+    pub steer: Option<String>,
+    /// Steering strength.
+    #[arg(long, default_value_t = 4.0, requires = "steer")]
+    pub alpha: f64,
+    /// With --steer: also generate without steering (same prompt and settings) and report both
+    /// texts and the decode-speed ratio.
+    #[arg(long, requires = "steer")]
+    pub compare: bool,
 }
 
 pub fn prompt_text(a: &Args) -> Result<String> {
@@ -103,13 +114,26 @@ pub fn run(a: Args) -> Result<()> {
         stop: a.stop.clone(),
         n: a.n,
     };
+    let mut steer_hooks = Vec::new();
+    if let Some(arg) = &a.steer {
+        let (hooks, note) = crate::steer::hooks_for(&model, arg, a.alpha, &ids)?;
+        eprintln!("{note}");
+        steer_hooks = hooks;
+    }
+    let mut guidance = Guidance::default();
+    for h in &steer_hooks {
+        guidance.hooks.push(h);
+    }
+    if a.compare {
+        return compare(&model, &ids, &params, &mut guidance, a.json);
+    }
     let stream = !a.json;
     let mut out = std::io::stdout().lock();
     if stream && !a.chat {
         write!(out, "{text}")?;
     }
     let single = a.n == 1;
-    let g = generate(&model, &ids, &params, &mut Guidance::default(), &mut |s, delta| {
+    let g = generate(&model, &ids, &params, &mut guidance, &mut |s, delta| {
         if stream && single && s == 0 {
             let _ = write!(out, "{delta}");
             let _ = out.flush();
@@ -142,6 +166,37 @@ pub fn run(a: Args) -> Result<()> {
         g.decode_secs,
         g.generated_tokens as f64 / g.decode_secs.max(1e-9),
         g.prefill_secs
+    );
+    Ok(())
+}
+
+/// Unsteered, then steered generation of the same prompt; both texts and decode speeds.
+fn compare(model: &deepguard_runtime::Model, ids: &[u32], params: &SamplingParams, steered: &mut Guidance, json: bool) -> Result<()> {
+    let base = generate(model, ids, params, &mut Guidance::default(), &mut |_, _| {})?;
+    let st = generate(model, ids, params, steered, &mut |_, _| {})?;
+    let rate = |g: &deepguard_runtime::generate::Generation| g.generated_tokens as f64 / g.decode_secs.max(1e-9);
+    let ratio = rate(&st) / rate(&base);
+    let differ = base.samples.iter().zip(&st.samples).filter(|(x, y)| x.tokens != y.tokens).count();
+    if json {
+        let v = serde_json::json!({
+            "unsteered": {"samples": base.samples, "decode_tokens_per_sec": rate(&base), "generated_tokens": base.generated_tokens},
+            "steered": {"samples": st.samples, "decode_tokens_per_sec": rate(&st), "generated_tokens": st.generated_tokens},
+            "steered_over_unsteered_decode_speed": ratio, "samples_that_differ": differ,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (name, g) in [("unsteered", &base), ("steered", &st)] {
+            for (i, s) in g.samples.iter().enumerate() {
+                println!("===== {name} sample {} ({} tokens) =====\n{}", i + 1, s.tokens.len(), s.text);
+            }
+        }
+    }
+    eprintln!(
+        "decode: unsteered {:.2} tok/s, steered {:.2} tok/s, ratio steered/unsteered {:.3}; {differ} of {} samples differ",
+        rate(&base),
+        rate(&st),
+        ratio,
+        base.samples.len()
     );
     Ok(())
 }

@@ -3,6 +3,8 @@
 mod bench;
 mod generate;
 mod inspect;
+mod probe;
+mod steer;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,11 @@ enum Cmd {
     Inspect(inspect::Args),
     /// Measure prefill and decode speed (tokens/s), single-stream and batched.
     Bench(bench::Args),
+    /// Layer-wise probes (secure vs vulnerable) with length baselines: JSON, markdown, SVG.
+    Probe(probe::Args),
+    /// Per-CWE steering vectors: build them, or sweep layers x alphas.
+    #[command(subcommand)]
+    Steer(steer::Cmd),
 }
 
 fn main() {
@@ -29,6 +36,8 @@ fn main() {
         Cmd::Generate(a) => generate::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Probe(a) => probe::run(a),
+        Cmd::Steer(c) => steer::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

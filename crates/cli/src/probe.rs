@@ -1,0 +1,142 @@
+use anyhow::{bail, Context, Result};
+use deepguard_methods::data::{self, Align, OnMalformed, Pair, WindowSpec};
+use deepguard_methods::probe::{self, Activations, Pooling, ProbeReport, ProbeSettings};
+use deepguard_runtime::models::DEFAULT_MODEL;
+use deepguard_runtime::Model;
+use std::path::{Path, PathBuf};
+
+/// Data, window and cache options shared by `probe` and `steer`.
+#[derive(clap::Args, Clone)]
+pub struct DataArgs {
+    /// Model: a short name, a .gguf file or an HF folder.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Pair files or folders of *.jsonl (repeatable), e.g. ../shared/data/sven/train.
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    /// Token budget per side around the changed span (0 = whole functions).
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    /// `end`: the window ends with the last changed token; `center`: centred on the change.
+    #[arg(long, default_value = "end", value_parser = ["end", "center"])]
+    pub align: String,
+    /// Cut both sides of a pair to the same token count (removes length as a cue).
+    #[arg(long)]
+    pub equal_length: bool,
+    /// Keep at most N pairs per CWE (the first in file order).
+    #[arg(long)]
+    pub max_pairs_per_cwe: Option<usize>,
+    /// Malformed data lines: report and skip them, or stop.
+    #[arg(long, default_value = "skip", value_parser = ["skip", "refuse"])]
+    pub on_malformed: String,
+    /// Activation cache folder.
+    #[arg(long, default_value = ".cache/activations")]
+    pub cache: PathBuf,
+    /// Do not read or write the activation cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl DataArgs {
+    pub fn spec(&self) -> WindowSpec {
+        WindowSpec { budget: self.window, align: if self.align == "center" { Align::Center } else { Align::End }, equal_length: self.equal_length }
+    }
+
+    /// Loads the pairs (reporting skipped lines on stderr).
+    pub fn pairs(&self) -> Result<(Vec<Pair>, usize)> {
+        let policy = if self.on_malformed == "refuse" { OnMalformed::Refuse } else { OnMalformed::Skip };
+        let loaded = data::load(&self.data, policy)?;
+        for s in &loaded.skipped {
+            eprintln!("skipped {s}");
+        }
+        let pairs = match self.max_pairs_per_cwe {
+            Some(n) => data::limit_per_cwe(loaded.pairs, n),
+            None => loaded.pairs,
+        };
+        if pairs.is_empty() {
+            bail!("no pairs in {}", self.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        }
+        Ok((pairs, loaded.skipped.len()))
+    }
+
+    pub fn activations(&self, model: &Model, pairs: &[Pair]) -> Result<Activations> {
+        let cache = if self.no_cache { None } else { Some(self.cache.as_path()) };
+        let t = std::time::Instant::now();
+        let a = probe::collect(model, pairs, &self.spec(), cache, true)?;
+        eprintln!("activations of {} pairs ready in {:.1}s", pairs.len(), t.elapsed().as_secs_f64());
+        Ok(a)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Poolings to probe (comma-separated): last, mean, changed.
+    #[arg(long, default_value = "last,mean,changed")]
+    pub pooling: String,
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// L2 strength (on standardised features; mean log-loss + l2/2 |w|^2).
+    #[arg(long, default_value_t = 0.1)]
+    pub l2: f64,
+    /// Per-CWE probes need at least this many pairs.
+    #[arg(long, default_value_t = 8)]
+    pub min_pairs_per_cwe: usize,
+    /// Output folder for probe.json, probe.md and probe.svg.
+    #[arg(long, short, default_value = "runs/probe")]
+    pub out: PathBuf,
+}
+
+pub fn parse_poolings(s: &str) -> Result<Vec<Pooling>> {
+    s.split(',').map(|p| Pooling::parse(p.trim())).collect()
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let poolings = parse_poolings(&a.pooling)?;
+    if a.folds < 2 {
+        bail!("--folds must be at least 2");
+    }
+    let (pairs, skipped) = a.data.pairs()?;
+    let model = crate::load_model(&a.data.model)?;
+    let acts = a.data.activations(&model, &pairs)?;
+    let settings = ProbeSettings { folds: a.folds, seed: a.seed, l2: a.l2, min_pairs_per_cwe: a.min_pairs_per_cwe };
+    let mut reports = Vec::new();
+    for p in poolings {
+        let t = std::time::Instant::now();
+        reports.push(probe::probe_all(&acts, p, &settings, |g| eprintln!("probing {} pooling, {g}", p.name())));
+        eprintln!("{} pooling probed in {:.1}s", p.name(), t.elapsed().as_secs_f64());
+    }
+    let report = ProbeReport {
+        model: a.data.model.clone(),
+        fingerprint: model.info.fingerprint.clone(),
+        n_layers: acts.n_layers,
+        hidden: acts.hidden,
+        data: a.data.data.iter().map(|p| p.display().to_string()).collect(),
+        n_pairs: pairs.len(),
+        skipped_lines: skipped,
+        window: a.data.spec(),
+        settings,
+        poolings: reports,
+    };
+    write_report(&a.out, &report)?;
+    let md = probe::markdown(&report);
+    print!("{md}");
+    eprintln!("wrote {}/probe.json, probe.md, probe.svg", a.out.display());
+    Ok(())
+}
+
+pub fn write_report(out: &Path, r: &ProbeReport) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    probe::write_atomic(&out.join("probe.json"), serde_json::to_string_pretty(r)?.as_bytes())?;
+    probe::write_atomic(&out.join("probe.md"), probe::markdown(r).as_bytes())?;
+    probe::write_atomic(&out.join("probe.svg"), deepguard_methods::plot::probe_svg(r).as_bytes())
+}
+
+/// Reads a probe.json written by `deepguard probe`.
+pub fn read_report(path: &Path) -> Result<ProbeReport> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read probe report {}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}:{}: not a probe report: {e}", path.display(), e.line()))
+}

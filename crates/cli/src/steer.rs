@@ -1,0 +1,167 @@
+use crate::probe::{read_report, DataArgs};
+use anyhow::{bail, Context, Result};
+use deepguard_methods::data::{self, OnMalformed};
+use deepguard_methods::probe::{self, Pooling};
+use deepguard_methods::steer::{self, SteerVector};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum Cmd {
+    /// Build one steering vector per CWE (+ one over all pairs) from paired data.
+    Build(BuildArgs),
+    /// Try layers x alphas on validation pairs and report the best.
+    Sweep(SweepArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Steer this decoder block (0-based output of block L = llama.cpp direction.L).
+    #[arg(long, conflicts_with = "probe")]
+    pub layer: Option<usize>,
+    /// Choose the layer from this probe.json (accuracy within --tol of the peak, then the largest
+    /// relative direction norm).
+    #[arg(long)]
+    pub probe: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.03)]
+    pub tol: f64,
+    /// Representation the vectors are built from (last = last token of the window).
+    #[arg(long, default_value = "last")]
+    pub pooling: String,
+    /// L2 strength of the probes stored with the vectors (probe-then-steer).
+    #[arg(long, default_value_t = 0.1)]
+    pub l2: f64,
+    /// Output folder: cwe-XXX.gguf per CWE, all.gguf, vectors.json.
+    #[arg(long, short, default_value = "runs/steer")]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct SweepArgs {
+    /// Training pairs (the vectors are built from these).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Validation pairs (repeatable).
+    #[arg(long, required = true)]
+    pub val: Vec<PathBuf>,
+    /// Layers to try (comma-separated); default: every 4th block from 4, and the last.
+    #[arg(long)]
+    pub layers: Option<String>,
+    #[arg(long, default_value = "1,2,4,8")]
+    pub alphas: String,
+    #[arg(long, default_value = "last")]
+    pub pooling: String,
+    /// Use at most N validation pairs per CWE.
+    #[arg(long)]
+    pub max_val_pairs_per_cwe: Option<usize>,
+    /// Largest acceptable fluency cost (nats per unchanged token).
+    #[arg(long, default_value_t = 0.1)]
+    pub max_cost: f64,
+    /// Write the grid as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Build(a) => build(a),
+        Cmd::Sweep(a) => sweep(a),
+    }
+}
+
+fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>> {
+    s.split(',').map(|x| x.trim().parse::<T>().map_err(|_| anyhow::anyhow!("--{what}: `{x}` is not a number"))).collect()
+}
+
+fn build(a: BuildArgs) -> Result<()> {
+    let pooling = Pooling::parse(&a.pooling)?;
+    let report = a.probe.as_ref().map(|p| read_report(p)).transpose()?;
+    let (pairs, _) = a.data.pairs()?;
+    let model = crate::load_model(&a.data.model)?;
+    let layer = match (a.layer, &report) {
+        (Some(l), _) => l,
+        (None, Some(r)) => {
+            if r.fingerprint != model.info.fingerprint {
+                bail!("{}: probe report is for model fingerprint {}, not {}", a.probe.as_ref().unwrap().display(), r.fingerprint, model.info.fingerprint);
+            }
+            let g = r.pooled(pooling).with_context(|| format!("{}: has no `{}` pooling results", a.probe.as_ref().unwrap().display(), pooling.name()))?;
+            let l = steer::choose_layer(g, a.tol);
+            let s = &g.layers[l];
+            eprintln!("layer {l} chosen from the probe: accuracy {:.3} (peak {:.3} at {}), relative norm {:.3}", s.accuracy, g.peak().accuracy, g.peak().layer, s.rel_norm);
+            l
+        }
+        (None, None) => bail!("give --layer L or --probe probe.json"),
+    };
+    let acts = a.data.activations(&model, &pairs)?;
+    let vectors = steer::build(&model, &acts, pooling, layer, &a.data.spec(), a.l2)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut summary = Vec::new();
+    for v in &vectors {
+        let path = a.out.join(steer::file_name(v.cwe));
+        v.save(&path)?;
+        println!("{}  {:>8}  layer {}  {} pairs  |v| {:.2}", path.display(), v.cwe.map(|c| c.to_string()).unwrap_or("all".into()), v.layer, v.n_pairs, v.norm());
+        summary.push(serde_json::json!({"file": path, "vector": v, "norm": v.norm()}));
+    }
+    probe::write_atomic(&a.out.join("vectors.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(())
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    let pooling = Pooling::parse(&a.pooling)?;
+    let alphas: Vec<f64> = parse_list(&a.alphas, "alphas")?;
+    let (pairs, _) = a.data.pairs()?;
+    let policy = if a.data.on_malformed == "refuse" { OnMalformed::Refuse } else { OnMalformed::Skip };
+    let mut val = data::load(&a.val, policy)?.pairs;
+    if let Some(n) = a.max_val_pairs_per_cwe {
+        val = data::limit_per_cwe(val, n);
+    }
+    let model = crate::load_model(&a.data.model)?;
+    let n = model.cfg().n_layers;
+    let layers: Vec<usize> = match &a.layers {
+        Some(s) => parse_list(s, "layers")?,
+        None => (4..n).step_by(4).chain(std::iter::once(n - 1)).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+    };
+    let acts = a.data.activations(&model, &pairs)?;
+    let bar = indicatif::ProgressBar::new(val.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("sweep {bar:30} {pos}/{len} pairs  ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    let cells = steer::sweep(&model, &acts, pooling, &val, &a.data.spec(), &layers, &alphas, |i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    println!("| layer | alpha | security gain (nats/token) | fluency cost (nats/token) |\n|---|---|---|---|");
+    for c in &cells {
+        println!("| {} | {} | {:+.4} | {:+.4} |", c.layer, c.alpha, c.security_gain, c.fluency_cost);
+    }
+    match steer::best_cell(&cells, a.max_cost) {
+        Some(b) => println!("\nbest: layer {} alpha {} (security gain {:+.4}, fluency cost {:+.4}, {} validation pairs)", b.layer, b.alpha, b.security_gain, b.fluency_cost, b.n_pairs),
+        None => println!("\nno cell keeps the fluency cost under {}", a.max_cost),
+    }
+    if let Some(p) = &a.json {
+        probe::write_atomic(p, serde_json::to_string_pretty(&cells)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `--steer` for generate: the hooks to apply to this prompt (and a line saying what was chosen).
+pub fn hooks_for(model: &deepguard_runtime::Model, arg: &str, alpha: f64, prompt: &[u32]) -> Result<(Vec<deepguard_runtime::hooks::AddVector>, String)> {
+    let (path, sel) = steer::parse_steer_arg(arg)?;
+    let vectors: Vec<(PathBuf, SteerVector)> = steer::load_selected(&path, &sel, model)?;
+    let from = prompt.len().saturating_sub(1);
+    if sel == steer::Selector::Auto {
+        let vs: Vec<SteerVector> = vectors.iter().map(|v| v.1.clone()).collect();
+        let r = steer::route(model, &vs, prompt, 0.5)?;
+        let Some(i) = r.chosen.filter(|_| r.apply) else {
+            let why = match r.cwe {
+                Some(c) => format!("probe-then-steer: nearest CWE {c}, p(secure) {:.2} >= 0.5: not steering", r.p_secure),
+                None => "probe-then-steer: no vector with a probe: not steering".to_string(),
+            };
+            return Ok((vec![], why));
+        };
+        let v = &vectors[i];
+        return Ok((vec![v.1.hook(alpha, from)?], format!("probe-then-steer: nearest CWE {}, p(secure) {:.2}: steering with {} (block {}, alpha {alpha})", r.cwe.map(|c| c.to_string()).unwrap_or("all".into()), r.p_secure, v.0.display(), v.1.layer)));
+    }
+    if vectors.len() != 1 {
+        bail!("{}: holds {} vectors; name one with {}:CWE or use {}:auto", path.display(), vectors.len(), path.display(), path.display());
+    }
+    let v = &vectors[0];
+    Ok((vec![v.1.hook(alpha, from)?], format!("steering with {} ({}, block {}, alpha {alpha})", v.0.display(), v.1.cwe.map(|c| c.to_string()).unwrap_or("all".into()), v.1.layer)))
+}
