@@ -1,0 +1,65 @@
+//! `deepguard probe`, `steer build` and `generate --steer` end to end on a tiny model and a few
+//! real SVEN pairs.
+
+use deepguard_runtime::testing::TinySpec;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deepguard")).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn probe_then_build_then_steered_generation() {
+    let sven = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/sven/val");
+    assert!(sven.exists(), "SVEN data not found at {}", sven.display());
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("tiny.gguf");
+    TinySpec { context: 512, ..TinySpec::llama() }.write_gguf(&m).unwrap();
+    let (m, sven) = (m.to_str().unwrap(), sven.to_str().unwrap());
+    let data = ["--data", sven, "--window", "24", "--max-pairs-per-cwe", "2", "--cache", "cache"];
+    let args = |extra: &[&'static str]| -> Vec<String> { data.iter().chain(extra).map(|s| s.to_string()).collect() };
+
+    let mut a = vec!["probe".to_string(), "-m".into(), m.into(), "--out".into(), "probe".into(), "--folds".into(), "3".into(), "--min-pairs-per-cwe".into(), "2".into()];
+    a.extend(args(&[]));
+    let md = ok(&run(&a.iter().map(String::as_str).collect::<Vec<_>>(), d.path()));
+    assert!(md.contains("| layer | accuracy | AUC |") && md.contains("Length baselines") && md.contains("CWE-89"), "{md}");
+    for f in ["probe.json", "probe.md", "probe.svg"] {
+        assert!(d.path().join("probe").join(f).exists(), "{f}");
+    }
+    let svg = std::fs::read_to_string(d.path().join("probe/probe.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.trim_end().ends_with("</svg>"));
+    let js: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("probe/probe.json")).unwrap()).unwrap();
+    assert_eq!(js["n_pairs"], 18);
+    assert_eq!(js["poolings"][0]["groups"][0]["layers"].as_array().unwrap().len(), 3);
+
+    // vectors: layer from the probe (reads the activation cache)
+    let mut b = vec!["steer".to_string(), "build".into(), "-m".into(), m.into(), "--probe".into(), "probe/probe.json".into(), "--out".into(), "vec".into()];
+    b.extend(args(&[]));
+    let out = ok(&run(&b.iter().map(String::as_str).collect::<Vec<_>>(), d.path()));
+    assert_eq!(out.lines().count(), 10, "all + 9 CWEs: {out}");
+    assert!(d.path().join("vec/cwe-089.gguf").exists() && d.path().join("vec/all.gguf").exists());
+
+    // steered generation differs from the unsteered one
+    let g = ok(&run(&["generate", "-m", m, "-p", "def get_user(db, name):\n    cur = db.cursor()\n", "--max-tokens", "8", "--steer", "vec:cwe-089", "--alpha", "20", "--compare", "--json"], d.path()));
+    let v: serde_json::Value = serde_json::from_str(&g).unwrap();
+    assert_eq!(v["samples_that_differ"], 1, "{g}");
+    assert!(v["steered_over_unsteered_decode_speed"].as_f64().unwrap() > 0.0);
+    let auto = run(&["generate", "-m", m, "-p", "def f(x):\n", "--max-tokens", "2", "--steer", "vec:auto"], d.path());
+    assert!(ok(&auto).starts_with("def f(x):\n"));
+    assert!(String::from_utf8_lossy(&auto.stderr).contains("probe-then-steer: nearest CWE"));
+
+    // another model is refused with one clear line
+    let other = d.path().join("other.gguf");
+    TinySpec { context: 1024, ..TinySpec::llama() }.write_gguf(&other).unwrap();
+    let o = run(&["generate", "-m", other.to_str().unwrap(), "-p", "x", "--steer", "vec:cwe-089"], d.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    let last = err.trim().lines().last().unwrap();
+    assert!(last.starts_with("error:") && last.contains("cwe-089.gguf") && last.contains("fingerprint"), "{err}");
+}
