@@ -291,3 +291,32 @@ fn built_vectors_are_mean_differences_and_route_prompts() {
     assert_eq!(r.cwe, Some(pairs[0].cwe));
     assert!(r.p_secure.is_finite());
 }
+
+#[test]
+fn sweep_cells_are_zero_at_alpha_zero_and_move_with_alpha() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny(&TinySpec::llama(), d.path(), "m.gguf");
+    let pairs = few_pairs();
+    // centred windows: both changed and unchanged tokens are scored
+    let spec = WindowSpec { budget: 32, align: Align::Center, equal_length: false };
+    let train = probe::collect(&m, &pairs, &spec, None, false).unwrap();
+    let mut seen = 0;
+    let cells = steer::sweep(&m, &train, Pooling::Last, &pairs[..2], &spec, &[1, 2], &[0.0, 8.0], |_| seen += 1).unwrap();
+    assert_eq!(seen, 2);
+    assert_eq!(cells.len(), 4);
+    for c in &cells {
+        assert_eq!(c.n_pairs, 2);
+        if c.alpha == 0.0 {
+            // re-running the upper blocks from the kept state reproduces the full pass
+            assert!(c.security_gain.abs() < 1e-4 && c.fluency_cost.abs() < 1e-4, "{c:?}");
+        } else {
+            assert!(c.fluency_cost.abs() > 1e-3, "steering must move the log-probabilities: {c:?}");
+        }
+    }
+    // the best cell maximises the gain among the cells within the fluency budget
+    let budget = cells.iter().map(|c| c.fluency_cost).fold(f64::INFINITY, f64::min) + 1e-9;
+    let best = steer::best_cell(&cells, budget).unwrap();
+    assert!(best.fluency_cost <= budget);
+    assert!(cells.iter().filter(|c| c.fluency_cost <= budget).all(|c| c.security_gain <= best.security_gain));
+    assert!(steer::best_cell(&cells, budget - 1.0).is_none());
+}
