@@ -85,6 +85,9 @@ pub struct Args {
     /// Per-CWE probes need at least this many pairs.
     #[arg(long, default_value_t = 8)]
     pub min_pairs_per_cwe: usize,
+    /// Only the length baselines (tokenisation, no model pass), printed as a table.
+    #[arg(long)]
+    pub baselines_only: bool,
     /// Output folder for probe.json, probe.md and probe.svg.
     #[arg(long, short, default_value = "runs/probe")]
     pub out: PathBuf,
@@ -101,8 +104,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (pairs, skipped) = a.data.pairs()?;
     let model = crate::load_model(&a.data.model)?;
-    let acts = a.data.activations(&model, &pairs)?;
     let settings = ProbeSettings { folds: a.folds, seed: a.seed, l2: a.l2, min_pairs_per_cwe: a.min_pairs_per_cwe };
+    if a.baselines_only {
+        return baselines(&model, &pairs, &a.data, &settings);
+    }
+    let acts = a.data.activations(&model, &pairs)?;
     let mut reports = Vec::new();
     for p in poolings {
         let t = std::time::Instant::now();
@@ -139,4 +145,27 @@ pub fn write_report(out: &Path, r: &ProbeReport) -> Result<()> {
 pub fn read_report(path: &Path) -> Result<ProbeReport> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read probe report {}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}:{}: not a probe report: {e}", path.display(), e.line()))
+}
+
+fn baselines(model: &Model, pairs: &[Pair], d: &DataArgs, s: &ProbeSettings) -> Result<()> {
+    let (tokens, full) = probe::token_counts(model, pairs, &d.spec())?;
+    println!("| group | pairs | longer-is-fixed (window) | longer-is-fixed (whole) | equal-length windows | count probe acc. | count probe AUC |\n|---|---|---|---|---|---|---|");
+    let all: Vec<usize> = (0..pairs.len()).collect();
+    let mut groups = vec![("all".to_string(), all.clone())];
+    for (c, _) in data::cwes(pairs) {
+        groups.push((c.to_string(), all.iter().copied().filter(|&i| pairs[i].cwe == c).collect()));
+    }
+    for (name, idx) in groups {
+        let b = probe::length_baseline(&tokens, &full, &idx, s);
+        println!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            idx.len(),
+            b.longer_is_fixed,
+            b.longer_is_fixed_full,
+            b.equal_length_pairs,
+            b.count_probe.accuracy,
+            b.count_probe.auc
+        );
+    }
+    Ok(())
 }

@@ -16,13 +16,14 @@ pub struct Series<'a> {
 /// A line chart with a left axis over `y_range` and series drawn as polylines; horizontal
 /// reference lines (label, y) are drawn dotted across the whole plot.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, y_range: (f64, f64), series: &[Series], refs: &[(String, f64, &str)]) -> String {
-    let (w, h) = (760.0, 420.0);
-    let (left, right, top, bottom) = (60.0, 220.0, 40.0, 50.0);
+    let (w, h) = (940.0, 440.0);
+    // the legend sits right of the plot; labels are up to ~50 characters
+    let (left, right, top, bottom) = (60.0, 380.0, 40.0, 50.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let xmax = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(1.0, f64::max);
     let (y0, y1) = y_range;
-    let px = |x: f64| left + pw * x / xmax;
-    let py = |y: f64| top + ph * (1.0 - ((y - y0) / (y1 - y0)).clamp(0.0, 1.0));
+    let px = |x: f64| ((left + pw * x / xmax) * 10.0).round() / 10.0;
+    let py = |y: f64| ((top + ph * (1.0 - ((y - y0) / (y1 - y0)).clamp(0.0, 1.0))) * 10.0).round() / 10.0;
     let mut s = String::new();
     let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);

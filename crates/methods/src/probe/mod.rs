@@ -348,17 +348,42 @@ pub fn probe_group(acts: &Activations, pooling: Pooling, idx: &[usize], name: &s
         let (diff_norm, rel_norm) = diff_norms(&x);
         layers.push(LayerScore { layer: l, accuracy: m.accuracy, auc: m.auc, pair_accuracy: m.pair_accuracy, diff_norm, rel_norm });
     }
-    let tok: Vec<f32> = items.iter().map(|&i| acts.tokens[i] as f32).collect();
-    let full: Vec<f32> = items.iter().map(|&i| acts.full_tokens[i] as f32).collect();
+    let length = length_baseline(&acts.tokens, &acts.full_tokens, idx, s);
+    GroupReport { group: name.to_string(), n_pairs: idx.len(), folds: k, layers, length }
+}
+
+/// Length-only baselines for the pairs `idx`, from per-item token counts (windowed and whole),
+/// under the same folds as [`probe_group`].
+pub fn length_baseline(tokens: &[u32], full_tokens: &[u32], idx: &[usize], s: &ProbeSettings) -> LengthBaseline {
+    let k = s.folds.min(idx.len()).max(2);
+    let items: Vec<usize> = idx.iter().flat_map(|&p| [2 * p, 2 * p + 1]).collect();
+    let y: Vec<bool> = (0..items.len()).map(|i| i % 2 == 1).collect();
+    let group: Vec<usize> = (0..items.len()).map(|i| i / 2).collect();
+    let fold_of = folds(idx.len(), k, s.seed);
+    let tok: Vec<f32> = items.iter().map(|&i| tokens[i] as f32).collect();
+    let full: Vec<f32> = items.iter().map(|&i| full_tokens[i] as f32).collect();
     let count_scores = cross_val_scores(&Matrix::new(items.len(), 1, tok.clone()), &y, &group, &fold_of, k, s.l2);
     let equal = (0..idx.len()).filter(|&p| tok[2 * p] == tok[2 * p + 1]).count() as f64 / idx.len().max(1) as f64;
-    let length = LengthBaseline {
+    LengthBaseline {
         longer_is_fixed: Metrics::of(&tok).pair_accuracy,
         longer_is_fixed_full: Metrics::of(&full).pair_accuracy,
         equal_length_pairs: equal,
         count_probe: Metrics::of(&count_scores),
-    };
-    GroupReport { group: name.to_string(), n_pairs: idx.len(), folds: k, layers, length }
+    }
+}
+
+/// Token counts (windowed, whole) per item without running the model: item 2i / 2i+1 are pair
+/// i's vulnerable / fixed side.
+pub fn token_counts(model: &Model, pairs: &[Pair], spec: &WindowSpec) -> Result<(Vec<u32>, Vec<u32>)> {
+    let (mut tokens, mut full) = (Vec::new(), Vec::new());
+    for p in pairs {
+        let (v, f) = window_pair(&model.tokenizer, p, spec)?;
+        for w in [v, f] {
+            tokens.push(w.ids.len() as u32);
+            full.push(w.full_tokens as u32);
+        }
+    }
+    Ok((tokens, full))
 }
 
 /// Probes pooled over all pairs, then per CWE (CWEs with fewer than `min_pairs_per_cwe` pairs
