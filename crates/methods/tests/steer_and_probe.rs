@@ -320,3 +320,21 @@ fn sweep_cells_are_zero_at_alpha_zero_and_move_with_alpha() {
     assert!(cells.iter().filter(|c| c.fluency_cost <= budget).all(|c| c.security_gain <= best.security_gain));
     assert!(steer::best_cell(&cells, budget - 1.0).is_none());
 }
+
+#[test]
+fn safecoder_loads_and_records_without_char_changes_use_the_prefix_suffix_difference() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/safecoder/val/sec-new-desc.jsonl");
+    let l = data::load(&[p], OnMalformed::Refuse).unwrap();
+    assert_eq!(l.pairs.len(), 44);
+    assert!(l.pairs.iter().all(|p| p.description.is_some()));
+    let langs: std::collections::BTreeSet<&str> = l.pairs.iter().map(|p| p.language.as_str()).collect();
+    assert!(langs.contains("javascript") && langs.contains("ruby") && langs.contains("go"), "{langs:?}");
+    let bare: Vec<&Pair> = l.pairs.iter().filter(|p| p.vulnerable_spans.is_empty() && p.fixed_spans.is_empty()).collect();
+    assert_eq!(bare.len(), 1, "one val line has no char_changes");
+    let p = bare[0];
+    let (hv, hf) = (p.changed_hull(data::Side::Vulnerable), p.changed_hull(data::Side::Fixed));
+    // outside the hulls both sides agree
+    assert_eq!(p.vulnerable[..hv.start], p.fixed[..hf.start]);
+    assert_eq!(p.vulnerable[hv.end..], p.fixed[hf.end..]);
+    assert_ne!(p.vulnerable[hv], p.fixed[hf]);
+}
