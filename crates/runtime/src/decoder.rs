@@ -12,6 +12,7 @@
 
 use crate::config::{ModelConfig, RopeStyle};
 use crate::hooks::ResidualHook;
+use crate::kernels::QMatrix;
 use crate::kv_cache::KvCache;
 use crate::lora::{Lora, LoraConfig, Proj};
 use anyhow::{bail, Result};
@@ -20,44 +21,50 @@ use candle_core::{DType, Device, Module, Tensor, Var, D};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A weight matrix (out, in): kept quantized for inference, or dense f32.
+/// A weight matrix (out, in): quantized (our kernels, or candle's for types we have no kernel
+/// for) for inference, or dense f32.
 #[derive(Debug, Clone)]
 pub enum Weight {
-    Quant(Arc<QTensor>),
+    Kernel(QMatrix),
+    Candle(Arc<QTensor>, QMatMul),
     Dense(Tensor),
+}
+
+impl Weight {
+    pub fn quantized(q: Arc<QTensor>) -> Result<Self> {
+        Ok(match QMatrix::from_qtensor(&q)? {
+            Some(m) => Weight::Kernel(m),
+            None => Weight::Candle(q.clone(), QMatMul::from_arc(q)?),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Weight,
-    qmm: Option<QMatMul>,
     pub bias: Option<Tensor>,
     pub lora: Option<Lora>,
 }
 
 impl Linear {
     pub fn new(weight: Weight, bias: Option<Tensor>) -> Result<Self> {
-        let qmm = match &weight {
-            Weight::Quant(q) => Some(QMatMul::from_arc(q.clone())?),
-            Weight::Dense(_) => None,
-        };
-        Ok(Self { weight, qmm, bias, lora: None })
+        Ok(Self { weight, bias, lora: None })
     }
 
     /// (out, in)
     pub fn dims(&self) -> (usize, usize) {
-        let d = match &self.weight {
-            Weight::Quant(q) => q.shape().dims().to_vec(),
-            Weight::Dense(t) => t.dims().to_vec(),
-        };
-        (d[0], d[1])
+        match &self.weight {
+            Weight::Kernel(m) => (m.rows, m.cols),
+            Weight::Candle(q, _) => (q.shape().dims()[0], q.shape().dims()[1]),
+            Weight::Dense(t) => (t.dims()[0], t.dims()[1]),
+        }
     }
 
     pub fn forward(&self, x: &Tensor, opts: &ForwardOpts) -> Result<Tensor> {
-        let y = match (&self.qmm, &self.weight) {
-            (Some(q), _) => q.forward(x)?,
-            (None, Weight::Dense(w)) => x.broadcast_matmul(&w.t()?)?,
-            (None, Weight::Quant(_)) => unreachable!(),
+        let y = match &self.weight {
+            Weight::Kernel(m) => m.forward(x)?,
+            Weight::Candle(_, q) => q.forward(x)?,
+            Weight::Dense(w) => x.broadcast_matmul(&w.t()?)?,
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -71,16 +78,16 @@ impl Linear {
 
     /// Replaces a quantized weight by its dense f32 form (so gradients can flow through it).
     pub fn densify(&mut self) -> Result<()> {
-        if let Weight::Quant(q) = &self.weight {
-            self.weight = Weight::Dense(q.dequantize(&q.device())?);
-            self.qmm = None;
+        if !matches!(self.weight, Weight::Dense(_)) {
+            self.weight = Weight::Dense(self.dense_weight()?);
         }
         Ok(())
     }
 
     pub fn dense_weight(&self) -> Result<Tensor> {
         Ok(match &self.weight {
-            Weight::Quant(q) => q.dequantize(&q.device())?,
+            Weight::Kernel(m) => m.dequantize()?,
+            Weight::Candle(q, _) => q.dequantize(&q.device())?,
             Weight::Dense(t) => t.clone(),
         })
     }

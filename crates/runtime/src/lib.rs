@@ -12,6 +12,7 @@ pub mod decoder;
 pub mod generate;
 pub mod gguf;
 pub mod hooks;
+pub mod kernels;
 pub mod kv_cache;
 pub mod lora;
 pub mod model;

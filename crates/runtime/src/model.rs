@@ -65,7 +65,7 @@ fn load_gguf(path: &Path, device: &Device) -> Result<Model> {
     for l in 0..cfg.n_layers {
         let p = format!("blk.{l}");
         let mut lin = |w: &str, b: Option<&str>| -> Result<Linear> {
-            let weight = Weight::Quant(qt(&format!("{p}.{w}.weight"))?);
+            let weight = Weight::quantized(qt(&format!("{p}.{w}.weight"))?)?;
             let bias = match b {
                 Some(b) => Some(qt(&format!("{p}.{b}.bias"))?.dequantize(device)?),
                 None => None,
@@ -86,9 +86,9 @@ fn load_gguf(path: &Path, device: &Device) -> Result<Model> {
     }
     let norm = qt("output_norm.weight")?.dequantize(device)?;
     let lm_head = if cfg.tie_embeddings {
-        Linear::new(Weight::Quant(embed_q), None)?
+        Linear::new(Weight::quantized(embed_q)?, None)?
     } else {
-        Linear::new(Weight::Quant(qt("output.weight")?), None)?
+        Linear::new(Weight::quantized(qt("output.weight")?)?, None)?
     };
     check_shapes(&cfg, &blocks, path)?;
     let info = ModelInfo {

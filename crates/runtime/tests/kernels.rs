@@ -1,0 +1,112 @@
+//! Quantized kernels against a straightforward dequantize-then-multiply reference, for every
+//! supported type, with odd row counts, several x rows (tails of the 4-row groups) and thread splits.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use deepguard_runtime::kernels::{Isa, QActs, QMatrix, WType};
+
+const TYPES: [(GgmlDType, usize); 6] =
+    [(GgmlDType::Q8_0, 96), (GgmlDType::Q4_0, 160), (GgmlDType::Q4_1, 64), (GgmlDType::Q5_0, 224), (GgmlDType::Q4K, 512), (GgmlDType::Q6K, 768)];
+
+fn isas() -> Vec<Isa> {
+    let mut v = vec![Isa::Scalar];
+    if Isa::detect() != Isa::Scalar {
+        v.push(Isa::detect());
+    }
+    v
+}
+
+fn random(rows: usize, cols: usize, seed: u64) -> Tensor {
+    // heavy-tailed values, like real activations
+    let mut s = seed;
+    let v: Vec<f32> = (0..rows * cols)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = ((s >> 40) as f32 + 0.5) / (1u64 << 24) as f32 - 0.5;
+            u * (1.0 + 8.0 * u * u)
+        })
+        .collect();
+    Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn every_type_matches_dequantize_then_multiply() {
+    for (dt, k) in TYPES {
+        for n in [1usize, 37, 130] {
+            let wf = random(n, k, 11 + n as u64);
+            let q = QTensor::quantize(&wf, dt).unwrap();
+            let qm = QMatrix::from_qtensor(&q).unwrap().expect("supported type");
+            let wd = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+            for m in [1usize, 3, 4, 5, 9] {
+                let x = random(m, k, 5 + m as u64).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let acts = QActs::quantize(WType::from_ggml(dt).unwrap().act(), &x, m, k);
+                for isa in isas() {
+                    let mut out = vec![0f32; m * n];
+                    qm.matmul(&x, m, &mut out, isa);
+                    for r in 0..m {
+                        let xr = acts.dequantize_row(r);
+                        for c in 0..n {
+                            let (mut reference, mag): (f64, f64) = wd[c].iter().zip(&xr).fold((0.0, 0.0), |(s, a), (&w, &x)| (s + w as f64 * x as f64, a + (w * x).abs() as f64));
+                            if dt == GgmlDType::Q4_1 {
+                                // ggml's Q8_1 stores each block's sum s = d * sum(q) in f16 and the
+                                // min term uses it: swap m * sum(x) for m * s in the reference.
+                                let bytes = q.data().unwrap();
+                                for b in 0..k / 32 {
+                                    let off = (c * k / 32 + b) * 20;
+                                    let mb = half::f16::from_le_bytes([bytes[off + 2], bytes[off + 3]]).to_f32() as f64;
+                                    let exact: f64 = xr[b * 32..(b + 1) * 32].iter().map(|&v| v as f64).sum();
+                                    reference += mb * (acts.s[r * k / 32 + b] as f64 - exact);
+                                }
+                            }
+                            let got = out[r * n + c] as f64;
+                            assert!(
+                                (got - reference).abs() <= 1e-5 * mag + 1e-6,
+                                "{dt:?} {isa:?} n={n} m={m} [{r},{c}]: {got} vs reference {reference} (scale {mag})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_type_matches_candle_qmatmul() {
+    for (dt, k) in TYPES {
+        let q = QTensor::quantize(&random(45, k, 3), dt).unwrap();
+        let qm = QMatrix::from_qtensor(&q).unwrap().unwrap();
+        let x = random(6, k, 9);
+        let ours = qm.forward(&x).unwrap();
+        let theirs = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
+        let d = (&ours - &theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let s = theirs.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(d <= 1e-4 * s.max(1.0), "{dt:?}: max diff {d} (scale {s})");
+    }
+}
+
+#[test]
+fn simd_and_scalar_agree_on_large_shapes() {
+    // big enough for several threads and weight-row tiles
+    let isa = Isa::detect();
+    for (dt, k) in [(GgmlDType::Q5_0, 896), (GgmlDType::Q6K, 1024)] {
+        let q = QTensor::quantize(&random(333, k, 1), dt).unwrap();
+        let qm = QMatrix::from_qtensor(&q).unwrap().unwrap();
+        let x = random(7, k, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (mut a, mut b) = (vec![0f32; 7 * 333], vec![0f32; 7 * 333]);
+        qm.matmul(&x, 7, &mut a, Isa::Scalar);
+        qm.matmul(&x, 7, &mut b, isa);
+        for (i, (u, v)) in a.iter().zip(&b).enumerate() {
+            assert!((u - v).abs() <= 1e-4 * u.abs().max(1.0), "{dt:?} [{i}]: scalar {u} vs {isa:?} {v}");
+        }
+    }
+}
+
+#[test]
+fn wrong_sizes_are_refused() {
+    assert!(QMatrix::from_bytes(WType::Q8_0, 2, 33, vec![0; 68]).is_err());
+    assert!(QMatrix::from_bytes(WType::Q8_0, 2, 32, vec![0; 67]).is_err());
+    let q = QTensor::quantize(&random(4, 64, 1), GgmlDType::Q8_0).unwrap();
+    let qm = QMatrix::from_qtensor(&q).unwrap().unwrap();
+    assert!(qm.forward(&random(2, 32, 1)).is_err());
+}
