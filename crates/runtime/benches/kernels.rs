@@ -1,0 +1,62 @@
+//! Quantized matmul throughput at the shapes of Qwen2.5-Coder-0.5B, for every kernel type:
+//! `cargo bench -p deepguard-runtime --bench kernels`. Prints weight bandwidth (GB/s) for one
+//! activation row (decode) and MACs/s for 10 rows (batched decoding) and 128 rows (prefill).
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use deepguard_runtime::kernels::{Isa, QMatrix};
+use std::time::Instant;
+
+fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
+    f();
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed().as_secs_f64() < min_secs {
+        f();
+        n += 1;
+    }
+    t.elapsed().as_secs_f64() / n as f64
+}
+
+fn main() {
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let isas: Vec<Isa> = if Isa::detect() == Isa::Scalar { vec![Isa::Scalar] } else { vec![Isa::Scalar, Isa::detect()] };
+    println!("| type | rows x cols | isa | m=1 GB/s | m=1 us | m=10 GMAC/s | m=128 GMAC/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for (dt, n, k) in [
+        (GgmlDType::Q5_0, 4864, 896),
+        (GgmlDType::Q8_0, 896, 896),
+        (GgmlDType::Q4_0, 4864, 896),
+        (GgmlDType::Q4_1, 1536, 576),
+        (GgmlDType::Q4K, 896, 4864),
+        (GgmlDType::Q6K, 896, 4864),
+    ] {
+        if filter.as_ref().is_some_and(|f| !format!("{dt:?}").contains(f.as_str())) {
+            continue;
+        }
+        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        let q = QMatrix::from_qtensor(&QTensor::quantize(&w, dt).unwrap()).unwrap().unwrap();
+        for &isa in &isas {
+            let mut row = vec![];
+            for m in [1usize, 10, 128] {
+                if isa == Isa::Scalar && m == 128 {
+                    row.push(f64::NAN);
+                    continue;
+                }
+                let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+                let mut out = vec![0f32; m * n];
+                let s = time(|| q.matmul(&x, m, &mut out, isa), 0.3);
+                row.push(s);
+            }
+            let bytes = q.bytes().len() as f64;
+            let macs = (n * k) as f64;
+            println!(
+                "| {dt:?} | {n} x {k} | {isa:?} | {:.1} | {:.0} | {:.1} | {:.1} |",
+                bytes / row[0] / 1e9,
+                row[0] * 1e6,
+                10.0 * macs / row[1] / 1e9,
+                128.0 * macs / row[2] / 1e9
+            );
+        }
+    }
+}
