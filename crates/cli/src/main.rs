@@ -1,6 +1,7 @@
 //! `deepguard`: a thin command-line shell over the deepguard libraries.
 
 mod bench;
+mod eval;
 mod generate;
 mod inspect;
 
@@ -21,6 +22,8 @@ enum Cmd {
     Inspect(inspect::Args),
     /// Measure prefill and decode speed (tokens/s), single-stream and batched.
     Bench(bench::Args),
+    /// Evaluate a method on a benchmark: generate, cut, run unit tests in a sandbox, judge security, report.
+    Eval(eval::Args),
 }
 
 fn main() {
@@ -29,6 +32,7 @@ fn main() {
         Cmd::Generate(a) => generate::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Eval(a) => eval::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
