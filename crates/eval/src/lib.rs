@@ -12,5 +12,6 @@
 pub mod cut;
 pub mod gen;
 pub mod method;
+pub mod sandbox;
 pub mod scenario;
 pub mod store;
