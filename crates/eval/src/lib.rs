@@ -10,6 +10,7 @@
 //! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl).
 
 pub mod cut;
+pub mod functional;
 pub mod gen;
 pub mod method;
 pub mod sandbox;

@@ -91,6 +91,12 @@ impl Sandbox {
         Self { work: work.into(), ro_binds: vec![], env: vec![], path_prepend: vec![] }
     }
 
+    /// Puts a venv's `bin` folder in front of PATH (its `python` becomes `python`).
+    pub fn with_venv(mut self, bin: &Path) -> Self {
+        self.path_prepend.push(bin.to_path_buf());
+        self
+    }
+
     /// Runs `argv` inside the sandbox with `stdin`, under `limits`.
     pub fn run(&self, argv: &[String], stdin: &[u8], limits: &Limits) -> Result<Outcome> {
         if argv.is_empty() {
@@ -99,6 +105,12 @@ impl Sandbox {
         // A fresh unprivileged uid per run: RLIMIT_NPROC counts processes per uid.
         let uid = 61000 + NEXT_UID.fetch_add(1, Ordering::Relaxed) % 2000;
         let work = self.work.canonicalize().with_context(|| format!("{}: sandbox work folder missing", self.work.display()))?;
+        // Mount points inside the work folder are made here, traversable by the sandbox's uid.
+        for (_, inside) in &self.ro_binds {
+            if inside.starts_with(&self.work) || inside.starts_with(&work) {
+                std::fs::create_dir_all(inside).with_context(|| format!("{}: cannot create", inside.display()))?;
+            }
+        }
         chown_tree(&work, uid)?;
         let home = work.join(".home");
         std::fs::create_dir_all(&home)?;
@@ -112,17 +124,24 @@ impl Sandbox {
         push(&mut a, &["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/root"]);
         push(&mut a, &["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]);
         push(&mut a, &["--die-with-parent", "--new-session", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--clearenv"]);
-        for (o, i) in &self.ro_binds {
-            a.extend(["--ro-bind".into(), o.display().to_string(), i.display().to_string()]);
-        }
         // The interpreter behind a venv may live under /root (pyenv): expose just that.
         for p in &self.path_prepend {
             if let Some(real) = real_python_home(p) {
+                // bwrap would create the folders in between as 0700: make them traversable.
+                let mut dirs: Vec<&Path> = real.ancestors().skip(1).take_while(|d| *d != Path::new("/root")).collect();
+                dirs.reverse();
+                for d in dirs {
+                    a.extend(["--perms".into(), "0755".into(), "--dir".into(), d.display().to_string()]);
+                }
                 a.extend(["--ro-bind".into(), real.display().to_string(), real.display().to_string()]);
             }
         }
         let w = work.display().to_string();
         a.extend(["--bind".into(), w.clone(), w.clone(), "--chdir".into(), w]);
+        // After the work bind, so that binds inside the work folder (e.g. under $HOME) show.
+        for (o, i) in &self.ro_binds {
+            a.extend(["--ro-bind".into(), o.display().to_string(), i.display().to_string()]);
+        }
         let mut env = vec![
             ("PATH".to_string(), path.join(":")),
             ("HOME".to_string(), home.display().to_string()),
