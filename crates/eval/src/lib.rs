@@ -12,6 +12,8 @@
 pub mod cut;
 pub mod functional;
 pub mod gen;
+pub mod judge;
+pub mod metrics;
 pub mod method;
 pub mod sandbox;
 pub mod scenario;
