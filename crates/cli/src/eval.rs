@@ -1,7 +1,14 @@
 //! `deepguard eval`: generate → test → judge → report, each stage resumable from the run folder.
 
 use anyhow::{bail, Context, Result};
-use deepguard_eval::gen::{generate_scenario, load_samples};
+use deepguard_eval::functional::{Runner, TestRec};
+use deepguard_eval::gen::{generate_scenario, load_samples, SampleRec};
+use deepguard_eval::judge::{Item, Judge, JudgeRec};
+use deepguard_eval::scenario::Scenario;
+use deepguard_eval::{report, sandbox};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use deepguard_eval::method::{Base, Method};
 use deepguard_eval::scenario::discover;
 use deepguard_eval::store::Jsonl;
@@ -44,6 +51,16 @@ pub struct Args {
     /// Stop after this stage: generate, test, judge or report.
     #[arg(long, default_value = "report")]
     pub until: String,
+    /// Judge backends (comma list of bandit, semgrep, cppcheck, flawfinder); a re-run with
+    /// another judge reuses the generations and test results.
+    #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder")]
+    pub judge: String,
+    /// Parallel unit-test runs (default: the number of cores).
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// The Python venv with the tests' dependencies and the judges (scripts/setup.sh makes it).
+    #[arg(long, default_value = ".venv")]
+    pub venv: PathBuf,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -83,7 +100,98 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("generation done in {:.0}s ({})", t0.elapsed().as_secs_f64(), samples_store.path().display());
         return Ok(());
     }
-    bail!("stages after generate are not available yet")
+
+    // 2. Unit tests, in the sandbox, scenarios in parallel.
+    let venv_bin = std::fs::canonicalize(a.venv.join("bin")).with_context(|| format!("{}: no venv (run scripts/setup.sh)", a.venv.display()))?;
+    sandbox::check_available()?;
+    let samples = load_samples(&samples_store)?;
+    let tests_store = Jsonl::new(mdir.join("tests.jsonl"));
+    let tested: HashSet<(String, usize)> = tests_store.load::<TestRec>()?.into_iter().map(|t| (t.scenario, t.idx)).collect();
+    let todo: Vec<(&Scenario, Vec<SampleRec>)> = scenarios
+        .iter()
+        .filter_map(|sc| {
+            let left: Vec<SampleRec> = samples.get(&sc.id)?.iter().filter(|s| !tested.contains(&(sc.id.clone(), s.idx))).cloned().collect();
+            (!left.is_empty()).then_some((sc, left))
+        })
+        .collect();
+    if !todo.is_empty() {
+        let runner = Runner { venv_bin: venv_bin.clone(), root: std::fs::canonicalize(&a.data)?, slack: Duration::ZERO };
+        let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+        let pb = progress(todo.iter().map(|t| t.1.len() as u64).sum(), "test");
+        let next = AtomicUsize::new(0);
+        let failed: std::sync::Mutex<Option<anyhow::Error>> = Default::default();
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((sc, ss)) = todo.get(k) else { break };
+                    if failed.lock().unwrap().is_some() {
+                        break;
+                    }
+                    let r = runner.test_scenario(sc, ss).and_then(|recs| recs.iter().try_for_each(|r| tests_store.append(r)).map(|_| recs));
+                    match r {
+                        Ok(recs) => {
+                            pb.inc(ss.len() as u64);
+                            let pass = recs.iter().filter(|r| r.functional).count();
+                            if pb.is_hidden() {
+                                eprintln!("tested {}: {pass}/{} pass", sc.id, recs.len());
+                            }
+                        }
+                        Err(e) => *failed.lock().unwrap() = Some(e.context(format!("testing {}", sc.id))),
+                    }
+                });
+            }
+        });
+        pb.finish();
+        if let Some(e) = failed.into_inner().unwrap() {
+            return Err(e);
+        }
+    }
+    if until == 1 {
+        return Ok(());
+    }
+
+    // 3. Security judge (one batch per backend over all unjudged samples).
+    let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
+    let judge = Judge::default_for(&venv_bin, &rules).select(&a.judge)?;
+    let judge_store = Jsonl::new(mdir.join(report::judge_file(&judge.name())));
+    let judged: HashSet<(String, usize)> = judge_store.load::<JudgeRec>()?.into_iter().map(|t| (t.scenario, t.idx)).collect();
+    let items: Vec<Item> = scenarios
+        .iter()
+        .flat_map(|sc| samples.get(&sc.id).into_iter().flatten().filter(|s| !judged.contains(&(sc.id.clone(), s.idx))).map(move |s| Item { scenario: sc, idx: s.idx, program: s.program(sc) }))
+        .collect();
+    if !items.is_empty() {
+        eprintln!("judging {} samples with {}", items.len(), judge.name());
+        for chunk in items.chunks(200) {
+            for r in judge.judge(chunk)? {
+                judge_store.append(&r)?;
+            }
+        }
+    }
+    if until == 2 {
+        return Ok(());
+    }
+
+    // 4. Reports over every method in the run folder.
+    let mut runs = Vec::new();
+    let mut methods: Vec<PathBuf> = std::fs::read_dir(&a.out)?.flatten().map(|e| e.path()).filter(|p| p.join("config.json").exists()).collect();
+    methods.sort();
+    for m in methods {
+        runs.push(report::load_method(&m, &scenarios, &judge.name())?);
+    }
+    report::write_all(&a.out, &runs)?;
+    for r in &runs {
+        let o = &r.table.overall;
+        let v = &r.table.average;
+        eprintln!(
+            "{}: {}/{} scenarios; OVERALL pass@1 {:.3} sec@1_pass {:.3} sec-pass@1 {:.3} SR {:.3}; AVERAGE pass@1 {:.3} sec@1_pass {:.3} sec-pass@1 {:.3} SR {:.3}",
+            r.method, r.complete, r.total,
+            o.rates.pass_at_1.unwrap_or(f64::NAN), o.rates.sec_at_1_pass.unwrap_or(f64::NAN), o.rates.sec_pass_at_1.unwrap_or(f64::NAN), o.rates.security_rate.unwrap_or(f64::NAN),
+            v.rates.pass_at_1.unwrap_or(f64::NAN), v.rates.sec_at_1_pass.unwrap_or(f64::NAN), v.rates.sec_pass_at_1.unwrap_or(f64::NAN), v.rates.security_rate.unwrap_or(f64::NAN),
+        );
+    }
+    eprintln!("report: {} (.md, .json, .html) in {:.0}s", a.out.join("report").display(), t0.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// The run folder records its settings; reusing it with other settings would mix results.

@@ -14,6 +14,7 @@ pub mod functional;
 pub mod gen;
 pub mod judge;
 pub mod metrics;
+pub mod report;
 pub mod method;
 pub mod sandbox;
 pub mod scenario;
