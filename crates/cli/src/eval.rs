@@ -51,6 +51,10 @@ pub struct Args {
     /// Stop after this stage: generate, test, judge or report.
     #[arg(long, default_value = "report")]
     pub until: String,
+    /// Skip generation: test, judge and report what is already generated (e.g. while another
+    /// process is still generating into the same folder).
+    #[arg(long)]
+    pub no_generate: bool,
     /// Judge backends (comma list of bandit, semgrep, cppcheck, flawfinder); a re-run with
     /// another judge reuses the generations and test results.
     #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder")]
@@ -67,7 +71,9 @@ pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     let stages = ["generate", "test", "judge", "report"];
     let until = stages.iter().position(|s| *s == a.until).with_context(|| format!("--until must be one of {stages:?}"))?;
-    let scenarios = discover(&a.data, &a.scenarios)?;
+    // Absolute, since tests run in other folders.
+    let data = std::fs::canonicalize(&a.data).with_context(|| format!("{}: benchmark folder not found", a.data.display()))?;
+    let scenarios = discover(&data, &a.scenarios)?;
     let method: Box<dyn Method> = Box::new(Base);
     let mdir = a.out.join(method.name());
     std::fs::create_dir_all(&mdir).with_context(|| format!("{}: cannot create run folder", mdir.display()))?;
@@ -83,7 +89,7 @@ pub fn run(a: Args) -> Result<()> {
     let samples_store = Jsonl::new(mdir.join("samples.jsonl"));
     let have = load_samples(&samples_store)?;
     let todo: Vec<_> = scenarios.iter().filter(|s| have.get(&s.id).map_or(0, |v| v.len()) < a.n).collect();
-    if !todo.is_empty() {
+    if !todo.is_empty() && !a.no_generate {
         let model = crate::load_model(&a.model)?;
         let pb = progress((todo.len() * a.n) as u64, "generate");
         for sc in todo {
@@ -115,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     if !todo.is_empty() {
-        let runner = Runner { venv_bin: venv_bin.clone(), root: std::fs::canonicalize(&a.data)?, slack: Duration::ZERO };
+        let runner = Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO };
         let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
         let pb = progress(todo.iter().map(|t| t.1.len() as u64).sum(), "test");
         let next = AtomicUsize::new(0);

@@ -67,6 +67,7 @@ impl Runner {
                 .map(|((i, _), p)| TestRec { scenario: sc.id.clone(), idx: *i, parsed: p, functional: false, verdict: "no_test".into(), log: String::new() })
                 .collect());
         };
+        let ut = std::fs::canonicalize(ut).with_context(|| format!("{}: unit test folder missing", ut.display()))?;
         let (mut verdicts, log) = self.run_batch(sc.lang, &ut.join("functional.py"), &programs)?;
         for (k, (i, prog)) in programs.iter().enumerate() {
             if verdicts[k].is_none() {

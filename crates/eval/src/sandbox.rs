@@ -121,7 +121,7 @@ impl Sandbox {
         fn push(a: &mut Vec<String>, xs: &[&str]) {
             a.extend(xs.iter().map(|s| s.to_string()));
         }
-        push(&mut a, &["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/root"]);
+        push(&mut a, &["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/root"]);
         push(&mut a, &["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]);
         push(&mut a, &["--die-with-parent", "--new-session", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--clearenv"]);
         // The interpreter behind a venv may live under /root (pyenv): expose just that.

@@ -50,7 +50,7 @@ fn count_processes(uid: u32) -> usize {
 #[test]
 fn a_normal_program_runs_and_its_output_comes_back() {
     let (_t, sb) = sandbox();
-    let o = py(&sb, "import sys\nprint('hello', sys.stdin.read())\nopen('out.txt','w').write('x')\n");
+    let o = py(&sb, "import sys, os\nprint('hello', sys.stdin.read())\nopen('out.txt','w').write('x')\nos.makedirs('/tmp/unpack')\n");
     assert!(o.success(), "{o:?}");
     assert_eq!(o.stdout.trim(), "hello");
     assert_eq!(std::fs::read_to_string(sb.work.join("out.txt")).unwrap(), "x", "the work folder is writable");
