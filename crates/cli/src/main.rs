@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod generate;
 mod inspect;
+mod judge;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Cmd {
     Bench(bench::Args),
     /// Evaluate a method on a benchmark: generate, cut, run unit tests in a sandbox, judge security, report.
     Eval(eval::Args),
+    /// The security judge on its own (calibrate: measure it on vulnerable/fixed pairs).
+    #[command(subcommand)]
+    Judge(judge::Cmd),
 }
 
 fn main() {
@@ -33,6 +37,7 @@ fn main() {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Eval(a) => eval::run(a),
+        Cmd::Judge(c) => judge::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -9,6 +9,7 @@
 //! - [`metrics`] computes pass@1, sec@1_pass, sec-pass@1 and the security rate;
 //! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl).
 
+pub mod calibrate;
 pub mod cut;
 pub mod functional;
 pub mod gen;
