@@ -57,7 +57,7 @@ pub struct Args {
     pub no_generate: bool,
     /// Judge backends (comma list of bandit, semgrep, cppcheck, flawfinder); a re-run with
     /// another judge reuses the generations and test results.
-    #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder")]
+    #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder,asan")]
     pub judge: String,
     /// Parallel unit-test runs (default: the number of cores).
     #[arg(long, short)]
@@ -159,7 +159,9 @@ pub fn run(a: Args) -> Result<()> {
 
     // 3. Security judge (one batch per backend over all unjudged samples).
     let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
-    let judge = Judge::default_for(&venv_bin, &rules).select(&a.judge)?;
+    let mut judge = Judge::default_for(&venv_bin, &rules);
+    judge.sanitizer = Some(Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO });
+    let judge = judge.select(&a.judge)?;
     let judge_store = Jsonl::new(mdir.join(report::judge_file(&judge.name())));
     let judged: HashSet<(String, usize)> = judge_store.load::<JudgeRec>()?.into_iter().map(|t| (t.scenario, t.idx)).collect();
     let items: Vec<Item> = scenarios

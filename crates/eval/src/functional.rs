@@ -139,3 +139,63 @@ fn tail(o: &Outcome, n: usize) -> String {
     }
     s[start..].to_string()
 }
+
+/// CWEs a sanitizer run can witness.
+pub const MEMORY_CWES: &[&str] = &["CWE-119", "CWE-125", "CWE-190", "CWE-416", "CWE-476", "CWE-787"];
+
+impl Runner {
+    /// Runs the scenario's unit test on one program built with AddressSanitizer + UBSan (a `gcc`
+    /// wrapper first on PATH) and turns the sanitizer reports into findings.
+    pub fn sanitize(&self, sc: &Scenario, program: &str) -> Result<Vec<crate::judge::Finding>> {
+        let Some(ut) = &sc.unit_test else { return Ok(vec![]) };
+        let ut = std::fs::canonicalize(ut)?;
+        let work = tempfile::Builder::new().prefix("dg-san-").tempdir()?;
+        let (dir, wrap, logs) = (work.path().join("samples"), work.path().join("wrap"), work.path().join("san"));
+        for d in [&dir, &wrap, &logs] {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(dir.join(file_name(sc.lang, 0)), program)?;
+        std::fs::write(work.path().join("stat.json"), format!("{{\"{}\": {{}}}}", file_name(sc.lang, 0)))?;
+        let gcc = wrap.join("gcc");
+        std::fs::write(&gcc, "#!/bin/sh\nexec /usr/bin/gcc -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g \"$@\"\n")?;
+        std::fs::set_permissions(&gcc, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let mut sb = self.sandbox(work.path());
+        sb.path_prepend.insert(0, wrap.clone());
+        sb.env.push(("ASAN_OPTIONS".into(), format!("log_path={}/asan:detect_leaks=0", logs.display())));
+        sb.env.push(("UBSAN_OPTIONS".into(), format!("log_path={}/ubsan", logs.display())));
+        let lim = Limits { mem_bytes: None, ..self.limits(sc.lang, 1) };
+        let argv = ["python".to_string(), ut.join("functional.py").display().to_string(), "--path".into(), dir.display().to_string()];
+        sb.run(&argv, b"", &lim)?;
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&logs)?.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if let Some(f) = sanitizer_finding(&text) {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The CWE an ASan / UBSan report shows.
+pub fn sanitizer_finding(report: &str) -> Option<crate::judge::Finding> {
+    let line = report.lines().find(|l| l.contains("ERROR: AddressSanitizer") || l.contains("runtime error:"))?;
+    let cwe = if line.contains("use-after-free") || line.contains("double-free") {
+        "CWE-416"
+    } else if line.contains("overflow") && line.contains("buffer") || line.contains("out of bounds") {
+        if report.contains("WRITE of size") {
+            "CWE-787"
+        } else if report.contains("READ of size") {
+            "CWE-125"
+        } else {
+            "CWE-119"
+        }
+    } else if line.contains("SEGV on unknown address 0x000000000000") || line.contains("null pointer") {
+        "CWE-476"
+    } else if line.contains("integer overflow") || line.contains("cannot be represented") {
+        "CWE-190"
+    } else {
+        ""
+    };
+    Some(crate::judge::Finding { tool: "asan".into(), rule: "sanitizer".into(), cwe: cwe.into(), line: 0, message: line.trim().chars().take(300).collect(), counts: false })
+}

@@ -90,6 +90,8 @@ pub fn target_cwes(sc: &Scenario) -> Vec<String> {
 
 pub struct Judge {
     pub backends: Vec<Box<dyn Backend>>,
+    /// Runs the unit test built with ASan/UBSan for C scenarios of memory-safety CWEs (`asan`).
+    pub sanitizer: Option<crate::functional::Runner>,
 }
 
 impl Judge {
@@ -101,13 +103,16 @@ impl Judge {
             Box::new(Cppcheck { bin: venv_bin.join("cppcheck") }),
             Box::new(Flawfinder { bin: venv_bin.join("flawfinder") }),
         ];
-        Judge { backends: b }
+        Judge { backends: b, sanitizer: None }
     }
 
     /// Restricts to the named backends (comma list); error naming an unknown one.
     pub fn select(mut self, names: &str) -> Result<Judge> {
         let want: Vec<&str> = names.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-        for w in &want {
+        if !want.contains(&"asan") {
+            self.sanitizer = None;
+        }
+        for w in want.iter().filter(|w| **w != "asan") {
             if !self.backends.iter().any(|b| b.name() == *w) {
                 bail!("unknown judge backend {w:?} (have: {})", self.name());
             }
@@ -117,7 +122,11 @@ impl Judge {
     }
 
     pub fn name(&self) -> String {
-        self.backends.iter().map(|b| b.name()).collect::<Vec<_>>().join("+")
+        let mut v: Vec<&str> = self.backends.iter().map(|b| b.name()).collect();
+        if self.sanitizer.is_some() {
+            v.push("asan");
+        }
+        v.join("+")
     }
 
     /// Judges all items (any mix of scenarios and languages) in one batch per backend.
@@ -143,6 +152,26 @@ impl Judge {
                 for (j, fs) in per.into_iter().enumerate() {
                     findings[ks[j]].extend(fs);
                 }
+            }
+        }
+        if let Some(r) = &self.sanitizer {
+            let ks: Vec<usize> = (0..items.len())
+                .filter(|&k| items[k].scenario.lang == Lang::C && target_cwes(items[k].scenario).iter().any(|c| crate::functional::MEMORY_CWES.contains(&c.as_str())))
+                .collect();
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let found: std::sync::Mutex<Vec<(usize, Result<Vec<Finding>>)>> = Default::default();
+            let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            std::thread::scope(|s| {
+                for _ in 0..jobs {
+                    s.spawn(|| loop {
+                        let Some(&k) = ks.get(next.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) else { break };
+                        let f = r.sanitize(items[k].scenario, &items[k].program);
+                        found.lock().unwrap().push((k, f));
+                    });
+                }
+            });
+            for (k, f) in found.into_inner().unwrap() {
+                findings[k].extend(f.with_context(|| format!("sanitizer run of {} sample {}", items[k].scenario.id, items[k].idx))?);
             }
         }
         Ok(items
