@@ -73,13 +73,3 @@ fn c_scenarios_compile_run_and_use_home_helper_files() {
     assert_eq!(r.iter().map(|t| (t.parsed, t.functional)).collect::<Vec<_>>(), [(true, true), (false, false), (true, false)], "{}", r[0].log);
 }
 
-#[test]
-fn sanitizer_run_witnesses_an_out_of_bounds_read_only_in_the_bad_version() {
-    let sc = scenario("base/cwe-125/0-c");
-    let good = "\n    if (i >= 0 && i < 3) printf(\"%d\\n\", id_sequence[i]);\n    else printf(\"-1\\n\");\n    return 0;\n}\n";
-    let bad = "\n    printf(\"%d\\n\", id_sequence[i]);\n    printf(\"%d\\n\", id_sequence[i + 3]);\n    return 0;\n}\n";
-    let r = runner();
-    assert!(r.sanitize(&sc, &format!("{}{}", sc.prompt(), good)).unwrap().is_empty());
-    let f = r.sanitize(&sc, &format!("{}{}", sc.prompt(), bad)).unwrap();
-    assert!(f.iter().any(|f| f.cwe == "CWE-125"), "{f:#?}");
-}
