@@ -1,10 +1,12 @@
 //! `deepguard`: a thin command-line shell over the deepguard libraries.
 
 mod bench;
+mod eval;
 mod generate;
 mod inspect;
 mod probe;
 mod steer;
+mod judge;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,11 @@ enum Cmd {
     /// Per-CWE steering vectors: build them, or sweep layers x alphas.
     #[command(subcommand)]
     Steer(steer::Cmd),
+    /// Evaluate a method on a benchmark: generate, cut, run unit tests in a sandbox, judge security, report.
+    Eval(eval::Args),
+    /// The security judge on its own (calibrate: measure it on vulnerable/fixed pairs).
+    #[command(subcommand)]
+    Judge(judge::Cmd),
 }
 
 fn main() {
@@ -38,6 +45,8 @@ fn main() {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Probe(a) => probe::run(a),
         Cmd::Steer(c) => steer::run(c),
+        Cmd::Eval(a) => eval::run(a),
+        Cmd::Judge(c) => judge::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -1,0 +1,93 @@
+//! Generation stage: n samples per scenario with a method, cut at the end of the function, each
+//! scenario's samples appended to the store as soon as they exist. Scenarios already stored are
+//! skipped, so a killed run continues where it stopped.
+
+use crate::cut::{cut, Cut};
+use crate::method::Method;
+use crate::scenario::{Lang, Scenario};
+use crate::store::Jsonl;
+use anyhow::{Context, Result};
+use deepguard_runtime::generate::{generate, SamplingParams};
+use deepguard_runtime::hooks::LogitsProcessor;
+use deepguard_runtime::Model;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleRec {
+    pub scenario: String,
+    pub idx: usize,
+    /// The raw completion as generated.
+    pub completion: String,
+    /// Cut at the end of the function.
+    pub cut: Cut,
+    pub finish_reason: String,
+    pub tokens: usize,
+}
+
+impl SampleRec {
+    /// The complete program: prompt + cut completion.
+    pub fn program(&self, sc: &Scenario) -> String {
+        format!("{}{}", sc.prompt(), self.cut.code)
+    }
+}
+
+/// Ends a sample (forces an end-of-sequence token) once its text contains the end of the
+/// function: what follows would be cut anyway, so this only saves decoding time.
+struct StopAtFunctionEnd {
+    lang: Lang,
+    prompt: String,
+    texts: Arc<Mutex<Vec<String>>>,
+    eos: u32,
+}
+
+impl LogitsProcessor for StopAtFunctionEnd {
+    fn process(&mut self, sample: usize, _step: usize, logits: &mut [f32]) -> Result<()> {
+        let done = cut(self.lang, &self.prompt, &self.texts.lock().unwrap()[sample]).complete;
+        if done {
+            logits.iter_mut().for_each(|l| *l = f32::NEG_INFINITY);
+            logits[self.eos as usize] = 0.0;
+        }
+        Ok(())
+    }
+}
+
+/// Stored samples grouped by scenario id.
+pub fn load_samples(store: &Jsonl) -> Result<BTreeMap<String, Vec<SampleRec>>> {
+    let mut m: BTreeMap<String, Vec<SampleRec>> = BTreeMap::new();
+    for r in store.load::<SampleRec>()? {
+        m.entry(r.scenario.clone()).or_default().push(r);
+    }
+    for v in m.values_mut() {
+        v.sort_by_key(|r| r.idx);
+        v.dedup_by_key(|r| r.idx);
+    }
+    Ok(m)
+}
+
+/// Generates the samples of one scenario.
+pub fn generate_scenario(model: &Model, method: &dyn Method, sc: &Scenario, params: &SamplingParams, stop_at_end: bool) -> Result<Vec<SampleRec>> {
+    let prompt = sc.prompt();
+    let ids = model.tokenizer.encode(&prompt)?;
+    let mut guidance = method.guidance(model, &ids)?;
+    let texts = Arc::new(Mutex::new(vec![String::new(); params.n]));
+    let eos = model.tokenizer.eos_id.or_else(|| model.tokenizer.stop_ids.iter().copied().min());
+    if let (true, Some(eos)) = (stop_at_end, eos) {
+        guidance.processors.push(Box::new(StopAtFunctionEnd { lang: sc.lang, prompt: prompt.clone(), texts: texts.clone(), eos }));
+    }
+    let g = generate(model, &ids, params, &mut guidance, &mut |s, delta| texts.lock().unwrap()[s].push_str(delta))
+        .with_context(|| format!("generation failed for {}", sc.id))?;
+    Ok(g.samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| SampleRec {
+            scenario: sc.id.clone(),
+            idx: i,
+            cut: cut(sc.lang, &prompt, &s.text),
+            completion: s.text,
+            finish_reason: serde_json::to_value(s.finish_reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            tokens: s.tokens.len(),
+        })
+        .collect())
+}

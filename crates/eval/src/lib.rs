@@ -1,0 +1,22 @@
+//! deepguard-eval: the evaluation harness.
+//!
+//! - [`scenario`] reads a benchmark folder (SVEN / CodeGuard+ layout);
+//! - [`method`] is the pluggable generation config (base, steering, guided decoding);
+//! - [`gen`] generates and [`cut`] cuts completions at the end of the function;
+//! - [`sandbox`] runs untrusted programs (bubblewrap namespaces + rlimits);
+//! - [`functional`] runs the scenarios' unit tests on the completed programs;
+//! - [`judge`] decides security with pluggable per-language backends;
+//! - [`metrics`] computes pass@1, sec@1_pass, sec-pass@1 and the security rate;
+//! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl).
+
+pub mod calibrate;
+pub mod cut;
+pub mod functional;
+pub mod gen;
+pub mod judge;
+pub mod metrics;
+pub mod report;
+pub mod method;
+pub mod sandbox;
+pub mod scenario;
+pub mod store;

@@ -1,0 +1,208 @@
+//! Reports over a run folder (one subfolder per method): a markdown table, JSON, and an HTML page
+//! with a bar chart comparing methods and a per-scenario drill-down (prompt, samples, test
+//! result, judge findings). Only scenarios with samples, test results and judge verdicts for
+//! every sample enter the metrics; the report says how many that is.
+
+use crate::functional::TestRec;
+use crate::gen::{load_samples, SampleRec};
+use crate::judge::JudgeRec;
+use crate::metrics::{table, Counts, Outcome, Rates, Row, Table};
+use crate::scenario::Scenario;
+use crate::store::Jsonl;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+/// Everything known about one method's run.
+#[derive(Serialize)]
+pub struct MethodRun {
+    pub method: String,
+    pub config: serde_json::Value,
+    pub judge: String,
+    pub table: Table,
+    /// Scenarios complete (generated, tested, judged) / asked for.
+    pub complete: usize,
+    pub total: usize,
+    #[serde(skip)]
+    pub detail: Vec<ScenarioDetail>,
+}
+
+pub struct ScenarioDetail {
+    pub scenario: Scenario,
+    pub samples: Vec<(SampleRec, TestRec, JudgeRec)>,
+}
+
+pub fn judge_file(judge: &str) -> String {
+    format!("judge-{judge}.jsonl")
+}
+
+/// Loads one method's folder.
+pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<MethodRun> {
+    let cfg_path = mdir.join("config.json");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?)
+        .with_context(|| format!("{}: not valid JSON", cfg_path.display()))?;
+    let samples = load_samples(&Jsonl::new(mdir.join("samples.jsonl")))?;
+    let key = |s: &str, i: usize| format!("{s}#{i}");
+    let tests: BTreeMap<String, TestRec> = Jsonl::new(mdir.join("tests.jsonl")).load::<TestRec>()?.into_iter().map(|t| (key(&t.scenario, t.idx), t)).collect();
+    let judged: BTreeMap<String, JudgeRec> = Jsonl::new(mdir.join(judge_file(judge))).load::<JudgeRec>()?.into_iter().map(|t| (key(&t.scenario, t.idx), t)).collect();
+    let mut rows = Vec::new();
+    let mut detail = Vec::new();
+    for sc in scenarios {
+        let Some(ss) = samples.get(&sc.id) else { continue };
+        let mut full = Vec::new();
+        for s in ss {
+            let k = key(&sc.id, s.idx);
+            if let (Some(t), Some(j)) = (tests.get(&k), judged.get(&k)) {
+                full.push((s.clone(), t.clone(), j.clone()));
+            }
+        }
+        if full.len() < ss.len() || full.is_empty() {
+            continue;
+        }
+        rows.push((sc.id.clone(), sc.cwe.clone(), full.iter().map(|(_, t, j)| Outcome { parsed: t.parsed, functional: t.functional, secure: j.secure }).collect()));
+        detail.push(ScenarioDetail { scenario: sc.clone(), samples: full });
+    }
+    Ok(MethodRun {
+        method: mdir.file_name().unwrap().to_string_lossy().into(),
+        config,
+        judge: judge.into(),
+        table: table(&rows),
+        complete: rows.len(),
+        total: scenarios.len(),
+        detail,
+    })
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map(|x| format!("{:.1}%", 100.0 * x)).unwrap_or_else(|| "–".into())
+}
+
+fn row_md(r: &Row) -> String {
+    let c: &Counts = &r.counts;
+    let a: &Rates = &r.rates;
+    format!(
+        "| {} | {} | {} ({}/{}) | {} ({}/{}) | {} ({}/{}) | {} ({}/{}) |",
+        r.name, r.scenarios, pct(a.pass_at_1), c.functional, c.n, pct(a.sec_at_1_pass), c.func_secure, c.functional, pct(a.sec_pass_at_1), c.func_secure, c.n, pct(a.security_rate), c.secure_parsed, c.parsed
+    )
+}
+
+const HEAD: &str = "| | scenarios | pass@1 | sec@1_pass | sec-pass@1 | security rate |\n|---|---|---|---|---|---|\n";
+
+pub fn markdown(runs: &[MethodRun]) -> String {
+    let mut s = String::from("# deepguard eval report\n\n");
+    for m in runs {
+        let _ = writeln!(s, "## method `{}` — judge `{}`\n", m.method, m.judge);
+        let _ = writeln!(s, "settings: `{}`\n", m.config);
+        let _ = writeln!(s, "{} of {} scenarios complete (generated, tested, judged). Counts in parentheses; AVERAGE counts are the pooled ones.\n", m.complete, m.total);
+        s += HEAD;
+        let _ = writeln!(s, "{}\n{}\n", row_md(&m.table.overall), row_md(&m.table.average));
+        let _ = writeln!(s, "### per CWE\n");
+        s += HEAD;
+        for r in &m.table.cwes {
+            let _ = writeln!(s, "{}", row_md(r));
+        }
+        let _ = writeln!(s, "\n### per scenario\n");
+        s += HEAD;
+        for r in &m.table.scenarios {
+            let _ = writeln!(s, "{}", row_md(r));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Bar chart (inline SVG): OVERALL metrics, one bar per method.
+fn chart(runs: &[MethodRun]) -> String {
+    let metrics: [(&str, fn(&Rates) -> Option<f64>); 4] =
+        [("pass@1", |r| r.pass_at_1), ("sec@1_pass", |r| r.sec_at_1_pass), ("sec-pass@1", |r| r.sec_pass_at_1), ("security rate", |r| r.security_rate)];
+    let colors = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948"];
+    let (gw, bw, h) = (40.0 + 30.0 * runs.len() as f64, 26.0, 200.0);
+    let mut s = format!("<svg width=\"{}\" height=\"{}\" font-size=\"11\">", 60.0 + gw * 4.0, h + 60.0);
+    for (mi, (name, f)) in metrics.iter().enumerate() {
+        let x0 = 40.0 + gw * mi as f64;
+        for (ri, m) in runs.iter().enumerate() {
+            let v = f(&m.table.overall.rates).unwrap_or(0.0);
+            let x = x0 + 30.0 * ri as f64;
+            let bh = v * h;
+            let _ = write!(
+                s,
+                "<rect x=\"{x}\" y=\"{}\" width=\"{bw}\" height=\"{bh}\" fill=\"{}\"><title>{} {name}: {}</title></rect><text x=\"{x}\" y=\"{}\">{:.0}</text>",
+                20.0 + h - bh,
+                colors[ri % colors.len()],
+                esc(&m.method),
+                pct(Some(v)),
+                15.0 + h - bh,
+                100.0 * v
+            );
+        }
+        let _ = write!(s, "<text x=\"{x0}\" y=\"{}\">{name}</text>", h + 38.0);
+    }
+    for (ri, m) in runs.iter().enumerate() {
+        let _ = write!(s, "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>", 40 + 120 * ri, h + 45.0, colors[ri % colors.len()], 55 + 120 * ri, h + 54.0, esc(&m.method));
+    }
+    s + "</svg>"
+}
+
+pub fn html(runs: &[MethodRun]) -> String {
+    let mut s = String::from("<!doctype html><meta charset=\"utf-8\"><title>deepguard eval</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}pre{background:#f6f6f6;padding:6px;overflow:auto;max-height:30em}.pass{color:#080}.fail{color:#b00}</style><h1>deepguard eval</h1><h2>OVERALL by method</h2>");
+    s += &chart(runs);
+    for m in runs {
+        let _ = write!(s, "<h2>method {} — judge {}</h2><p>settings: <code>{}</code><br>{} of {} scenarios complete</p>", esc(&m.method), esc(&m.judge), esc(&m.config.to_string()), m.complete, m.total);
+        s += "<table><tr><th></th><th>scenarios</th><th>pass@1</th><th>sec@1_pass</th><th>sec-pass@1</th><th>security rate</th></tr>";
+        for r in [&m.table.overall, &m.table.average].into_iter().chain(&m.table.cwes).chain(&m.table.scenarios) {
+            let c = &r.counts;
+            let a = &r.rates;
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{} ({}/{})</td><td>{} ({}/{})</td><td>{} ({}/{})</td><td>{} ({}/{})</td></tr>",
+                esc(&r.name), r.scenarios, pct(a.pass_at_1), c.functional, c.n, pct(a.sec_at_1_pass), c.func_secure, c.functional, pct(a.sec_pass_at_1), c.func_secure, c.n, pct(a.security_rate), c.secure_parsed, c.parsed
+            );
+        }
+        s += "</table><h3>drill-down</h3>";
+        for d in &m.detail {
+            let _ = write!(s, "<details><summary>{} ({})</summary><p>prompt:</p><pre>{}</pre>", esc(&d.scenario.id), esc(&d.scenario.cwe), esc(&d.scenario.prompt()));
+            for (smp, t, j) in &d.samples {
+                let cls = if t.functional { "pass" } else { "fail" };
+                let _ = write!(
+                    s,
+                    "<details><summary>sample {} — <span class=\"{cls}\">{}</span>, {}{}, {}</summary><pre>{}</pre>",
+                    smp.idx,
+                    esc(&t.verdict),
+                    if t.parsed { "parsed" } else { "does not parse" },
+                    if smp.cut.complete { "" } else { ", function never ended" },
+                    if j.secure { "secure" } else { "INSECURE" },
+                    esc(&smp.cut.code)
+                );
+                if !j.findings.is_empty() {
+                    s += "<ul>";
+                    for f in &j.findings {
+                        let _ = write!(s, "<li>{}{} {} {} line {}: {}</li>", if f.counts { "<b>counts</b> " } else { "" }, esc(&f.tool), esc(&f.rule), esc(&f.cwe), f.line, esc(&f.message));
+                    }
+                    s += "</ul>";
+                }
+                let _ = write!(s, "<p>test log (batch):</p><pre>{}</pre></details>", esc(&t.log));
+            }
+            s += "</details>";
+        }
+    }
+    s
+}
+
+/// Writes report.md, report.json and report.html into `out`.
+pub fn write_all(out: &Path, runs: &[MethodRun]) -> Result<()> {
+    let w = |name: &str, text: String| -> Result<()> {
+        let p = out.join(name);
+        let tmp = out.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
+        std::fs::rename(&tmp, &p).with_context(|| format!("{}: cannot write", p.display()))
+    };
+    w("report.md", markdown(runs))?;
+    w("report.json", serde_json::to_string_pretty(&serde_json::json!({ "methods": runs }))?)?;
+    w("report.html", html(runs))
+}
