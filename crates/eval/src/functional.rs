@@ -44,6 +44,7 @@ impl Runner {
         let mut sb = Sandbox::new(work);
         sb.path_prepend.push(self.venv_bin.clone());
         sb.ro_binds.push((self.root.join("unit_test"), work.join(".home/chem/data_eval/unit_test")));
+        sb.expose.push(self.root.clone());
         sb
     }
 

@@ -68,6 +68,9 @@ pub struct Sandbox {
     pub env: Vec<(String, String)>,
     /// Folders put in front of PATH (e.g. the venv's bin).
     pub path_prepend: Vec<PathBuf>,
+    /// Host folders the run reads (e.g. the benchmark). They are visible anyway, except under
+    /// the private `/tmp` and `/root`: there they are bound back read-only at the same path.
+    pub expose: Vec<PathBuf>,
 }
 
 static NEXT_UID: AtomicU32 = AtomicU32::new(0);
@@ -88,7 +91,7 @@ pub fn check_available() -> Result<()> {
 
 impl Sandbox {
     pub fn new(work: impl Into<PathBuf>) -> Self {
-        Self { work: work.into(), ro_binds: vec![], env: vec![], path_prepend: vec![] }
+        Self { work: work.into(), ro_binds: vec![], env: vec![], path_prepend: vec![], expose: vec![] }
     }
 
     /// Puts a venv's `bin` folder in front of PATH (its `python` becomes `python`).
@@ -136,6 +139,25 @@ impl Sandbox {
                 a.extend(["--ro-bind".into(), real.display().to_string(), real.display().to_string()]);
             }
         }
+        // Folders this run reads that the private /tmp and /root would hide (a checkout or venv
+        // under /tmp, say): bind them back read-only at the same path.
+        let venvs = self.path_prepend.iter().filter_map(|b| b.canonicalize().ok()?.parent().map(Path::to_path_buf));
+        let mut shown: Vec<PathBuf> = vec![];
+        for p in venvs.chain(self.expose.iter().filter_map(|p| p.canonicalize().ok())) {
+            let top = ["/tmp", "/root"].into_iter().find(|t| p.starts_with(t));
+            if let Some(top) = top {
+                if p.starts_with(&work) || shown.iter().any(|s| p.starts_with(s)) {
+                    continue;
+                }
+                let mut dirs: Vec<&Path> = p.ancestors().skip(1).take_while(|d| *d != Path::new(top)).collect();
+                dirs.reverse();
+                for d in dirs {
+                    a.extend(["--perms".into(), "0755".into(), "--dir".into(), d.display().to_string()]);
+                }
+                a.extend(["--ro-bind".into(), p.display().to_string(), p.display().to_string()]);
+                shown.push(p);
+            }
+        }
         let w = work.display().to_string();
         a.extend(["--bind".into(), w.clone(), w.clone(), "--chdir".into(), w]);
         // After the work bind, so that binds inside the work folder (e.g. under $HOME) show.
@@ -156,7 +178,12 @@ impl Sandbox {
         let (u, g) = (uid.to_string(), uid.to_string());
         a.extend(["--".into(), "setpriv".into(), "--reuid".into(), u, "--regid".into(), g]);
         push(&mut a, &["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]);
-        a.extend(argv.iter().cloned());
+        // Absolute paths in argv are resolved on the host (a `repo/../shared` path would not
+        // resolve inside when the checkout itself is hidden under the private /tmp).
+        a.extend(argv.iter().map(|s| match Path::new(s).canonicalize() {
+            Ok(c) if s.starts_with('/') => c.display().to_string(),
+            _ => s.clone(),
+        }));
 
         let mut cmd = Command::new("bwrap");
         cmd.args(&a).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -139,3 +139,24 @@ fn huge_output_is_capped_and_killed() {
     assert!(!o.success());
     assert!(std::fs::metadata(sb.work.join("big")).unwrap().len() <= 8 << 20);
 }
+
+/// A folder under the host's /tmp (a checkout, a venv, the benchmark) is hidden by the private
+/// /tmp unless the run exposes it; exposed, it is readable but still not writable.
+#[test]
+fn folders_under_the_private_tmp_are_exposed_read_only() {
+    check_available().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    assert!(data.path().starts_with("/tmp"), "tempdir expected under /tmp");
+    std::fs::write(data.path().join("x.txt"), "hello").unwrap();
+    let file = data.path().join("x.txt").display().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let hidden = Sandbox::new(work.path()).run(&["cat".into(), file.clone()], b"", &limits()).unwrap();
+    assert!(!hidden.success(), "the private /tmp hides host folders");
+    let mut sb = Sandbox::new(work.path());
+    sb.expose.push(data.path().to_path_buf());
+    let shown = sb.run(&["cat".into(), file.clone()], b"", &limits()).unwrap();
+    assert!(shown.success() && shown.stdout.contains("hello"), "{shown:?}");
+    let write = sb.run(&["sh".into(), "-c".into(), format!("echo x > {}/y", data.path().display())], b"", &limits()).unwrap();
+    assert!(!write.success());
+    assert!(!data.path().join("y").exists());
+}
