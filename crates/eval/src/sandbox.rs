@@ -118,7 +118,7 @@ impl Sandbox {
         let home = work.join(".home");
         std::fs::create_dir_all(&home)?;
         chown_tree(&home, uid)?;
-        let mut path = self.path_prepend.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+        let mut path = self.path_prepend.iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()).display().to_string()).collect::<Vec<_>>();
         path.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(String::from));
         let mut a: Vec<String> = vec![];
         fn push(a: &mut Vec<String>, xs: &[&str]) {
