@@ -61,8 +61,6 @@ pub fn run(a: Args) -> Result<()> {
     for spec in &a.model {
         let m = crate::load_model(spec)?;
         let prompt = bench_prompt(&m.tokenizer, a.prompt_tokens)?;
-        // Force exactly gen_tokens decode steps: no stop tokens are hit if we ban none... so use
-        // a model-agnostic approach: greedy decode, counting tokens actually produced.
         let p1 = SamplingParams { max_tokens: 1, ..Default::default() };
         // warm-up
         generate(&m, &prompt[..16.min(prompt.len())], &SamplingParams { max_tokens: 4, ..Default::default() }, &mut Guidance::default(), &mut |_, _| {})?;

@@ -286,8 +286,8 @@ impl Decoder {
         match opts.logits {
             LogitsSelect::None => {}
             LogitsSelect::Last => {
-                let tt = normed.dim(1)?;
-                let last = normed.narrow(1, tt - 1, 1)?;
+                // `normed` is already the last position unless the full final norm was kept.
+                let last = if opts.keep_final_norm { normed.narrow(1, t - 1, 1)? } else { normed.clone() };
                 out.logits = Some(self.lm_head.forward(&last, opts)?.squeeze(1)?);
             }
             LogitsSelect::All => out.logits = Some(self.lm_head.forward(&normed, opts)?),

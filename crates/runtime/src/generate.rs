@@ -119,8 +119,7 @@ pub fn generate(
     for step in 0..params.max_tokens {
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         let mut next = Vec::with_capacity(live.len());
-        for (row, &s) in live.iter().enumerate() {
-            let mut l = rows[row].clone();
+        for (mut l, &s) in rows.into_iter().zip(&live) {
             for proc in guidance.processors.iter_mut() {
                 proc.process(s, step, &mut l)?;
             }

@@ -161,10 +161,6 @@ impl GgufFile {
         }
         hex(&h.finalize()[..16])
     }
-
-    pub fn reader(&mut self) -> &mut (impl Read + Seek) {
-        &mut self.reader
-    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -90,8 +90,14 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best available on this CPU (`DEEPGUARD_KERNELS=scalar` forces the reference path).
+    /// The best available on this CPU (`DEEPGUARD_KERNELS=scalar` forces the reference path);
+    /// decided once per process.
     pub fn detect() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(Isa::probe)
+    }
+
+    fn probe() -> Isa {
         if std::env::var("DEEPGUARD_KERNELS").is_ok_and(|v| v == "scalar") {
             return Isa::Scalar;
         }
