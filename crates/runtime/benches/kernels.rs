@@ -20,12 +20,17 @@ fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
 
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let isas: Vec<Isa> = if Isa::detect() == Isa::Scalar { vec![Isa::Scalar] } else { vec![Isa::Scalar, Isa::detect()] };
+    // the scalar reference only with --scalar (it is slow)
+    let scalar = std::env::args().any(|a| a == "--scalar");
+    let isas: Vec<Isa> = Isa::available().into_iter().filter(|&i| scalar || i != Isa::Scalar || Isa::detect() == Isa::Scalar).collect();
     println!("| type | rows x cols | isa | m=1 GB/s | m=1 us | m=10 GMAC/s | m=128 GMAC/s |");
     println!("|---|---|---|---|---|---|---|");
     for (dt, n, k) in [
         (GgmlDType::Q5_0, 4864, 896),
+        (GgmlDType::Q5_0, 896, 896),
         (GgmlDType::Q8_0, 896, 896),
+        // the output head: 136 MB, far beyond the caches (memory bandwidth)
+        (GgmlDType::Q8_0, 151936, 896),
         (GgmlDType::Q4_0, 4864, 896),
         (GgmlDType::Q4_1, 1536, 576),
         (GgmlDType::Q4K, 896, 4864),
@@ -39,7 +44,7 @@ fn main() {
         for &isa in &isas {
             let mut row = vec![];
             for m in [1usize, 10, 128] {
-                if isa == Isa::Scalar && m == 128 {
+                if (isa == Isa::Scalar || n * k > 50_000_000) && m == 128 {
                     row.push(f64::NAN);
                     continue;
                 }

@@ -15,6 +15,7 @@ use crate::hooks::ResidualHook;
 use crate::kernels::QMatrix;
 use crate::kv_cache::KvCache;
 use crate::lora::{Lora, LoraConfig, Proj};
+use crate::profile::{span, Stage};
 use anyhow::{bail, Result};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, Var, D};
@@ -66,6 +67,20 @@ impl Linear {
             Weight::Candle(_, q) => q.forward(x)?,
             Weight::Dense(w) => x.broadcast_matmul(&w.t()?)?,
         };
+        self.finish(x, y, opts)
+    }
+
+    /// Several projections of the same input (q/k/v, gate/up). With our kernels the input is
+    /// copied and quantized once and all outputs come from one pass over the thread pool.
+    pub fn forward_many(lins: &[&Linear], x: &Tensor, opts: &ForwardOpts) -> Result<Vec<Tensor>> {
+        let mats: Option<Vec<&QMatrix>> = lins.iter().map(|l| if let Weight::Kernel(m) = &l.weight { Some(m) } else { None }).collect();
+        let Some(mats) = mats else { return lins.iter().map(|l| l.forward(x, opts)).collect() };
+        let ys = crate::kernels::forward_many(&mats, x)?;
+        lins.iter().zip(ys).map(|(l, y)| l.finish(x, y, opts)).collect()
+    }
+
+    /// Bias and adapter on the base projection `y` of `x`.
+    fn finish(&self, x: &Tensor, y: Tensor, opts: &ForwardOpts) -> Result<Tensor> {
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -242,6 +257,7 @@ impl Decoder {
     }
 
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let _p = span(Stage::Embed);
         Ok(match &self.embed {
             Embedding::Quant(q) => q.embedding(ids)?,
             Embedding::Dense(w) => {
@@ -266,6 +282,7 @@ impl Decoder {
         let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?) } else { None };
         for l in layers {
             h = self.block_forward(l, &h, pos, mask.as_ref(), cache.as_deref_mut(), opts)?;
+            let _p = span(Stage::Residual);
             for hook in opts.hooks {
                 h = hook.apply(l, h, pos)?;
             }
@@ -278,6 +295,7 @@ impl Decoder {
 
     /// Final norm and output head on the last block's output.
     pub fn head(&self, h: &Tensor, opts: &ForwardOpts, out: &mut ForwardOutput) -> Result<()> {
+        let _p = span(Stage::Head);
         let t = h.dim(1)?;
         let normed = match opts.logits {
             LogitsSelect::Last if !opts.keep_final_norm => self.rms_norm(&h.narrow(1, t - 1, 1)?, &self.norm, opts.grad)?,
@@ -305,36 +323,72 @@ impl Decoder {
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
 
         // Attention.
-        let hn = self.rms_norm(x, &blk.attn_norm, opts.grad)?;
-        let q = blk.q.forward(&hn, opts)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = blk.k.forward(&hn, opts)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = blk.v.forward(&hn, opts)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = self.rope(&q, pos, opts.grad)?;
-        let k = self.rope(&k, pos, opts.grad)?;
-        let (k, v) = match cache {
-            Some(c) => c.append(l, &k, &v)?,
-            None => (k, v),
+        let hn = {
+            let _p = span(Stage::Norm);
+            self.rms_norm(x, &blk.attn_norm, opts.grad)?
         };
-        let kv_len = k.dim(2)?;
-        // Grouped-query attention without copying K/V: fold the query heads that share a KV
-        // head into the row dimension, (b, nkv, group * t, hd).
-        let g = nh / nkv;
-        let q = q.reshape((b, nkv, g * t, hd))?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let att = match mask {
-            Some(m) => att.reshape((b, nkv, g, t, kv_len))?.broadcast_add(m)?.reshape((b, nkv, g * t, kv_len))?,
-            None => att,
+        let (q, k, v) = {
+            let _p = span(Stage::Qkv);
+            let mut qkv = Linear::forward_many(&[&blk.q, &blk.k, &blk.v], &hn, opts)?.into_iter();
+            (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap())
         };
-        let att = if opts.grad { softmax_diff(&att)? } else { candle_nn::ops::softmax_last_dim(&att)? };
-        let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        let h = (x + blk.o.forward(&y, opts)?)?;
+        let (q, k, v) = {
+            let _p = span(Stage::Rope);
+            let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = self.rope(&q, pos, opts.grad)?;
+            let k = self.rope(&k, pos, opts.grad)?;
+            let (k, v) = match cache {
+                Some(c) => c.append(l, &k, &v)?,
+                None => (k, v),
+            };
+            (q, k, v)
+        };
+        let y = {
+            let _p = span(Stage::Attn);
+            let kv_len = k.dim(2)?;
+            // Grouped-query attention without copying K/V: fold the query heads that share a KV
+            // head into the row dimension, (b, nkv, group * t, hd).
+            let g = nh / nkv;
+            let q = q.reshape((b, nkv, g * t, hd))?;
+            let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+            let att = match mask {
+                Some(m) => att.reshape((b, nkv, g, t, kv_len))?.broadcast_add(m)?.reshape((b, nkv, g * t, kv_len))?,
+                None => att,
+            };
+            let att = if opts.grad { softmax_diff(&att)? } else { candle_nn::ops::softmax_last_dim(&att)? };
+            att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?
+        };
+        let o = {
+            let _p = span(Stage::OProj);
+            blk.o.forward(&y, opts)?
+        };
+        let h = {
+            let _p = span(Stage::Residual);
+            (x + o)?
+        };
 
         // MLP (SwiGLU).
-        let hn = self.rms_norm(&h, &blk.ffn_norm, opts.grad)?;
-        let gate = blk.gate.forward(&hn, opts)?;
-        let up = blk.up.forward(&hn, opts)?;
-        let act = (if opts.grad { (&gate * candle_nn::ops::sigmoid(&gate)?)? } else { gate.silu()? } * up)?;
-        Ok((h + blk.down.forward(&act, opts)?)?)
+        let hn = {
+            let _p = span(Stage::Norm);
+            self.rms_norm(&h, &blk.ffn_norm, opts.grad)?
+        };
+        let (gate, up) = {
+            let _p = span(Stage::GateUp);
+            let mut gu = Linear::forward_many(&[&blk.gate, &blk.up], &hn, opts)?.into_iter();
+            (gu.next().unwrap(), gu.next().unwrap())
+        };
+        let act = {
+            let _p = span(Stage::Act);
+            (if opts.grad { (&gate * candle_nn::ops::sigmoid(&gate)?)? } else { gate.silu()? } * up)?
+        };
+        let down = {
+            let _p = span(Stage::Down);
+            blk.down.forward(&act, opts)?
+        };
+        let _p = span(Stage::Residual);
+        Ok((h + down)?)
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor, grad: bool) -> Result<Tensor> {

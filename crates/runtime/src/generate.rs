@@ -98,6 +98,7 @@ pub fn generate(
     let input = Tensor::new(prompt_ids, dev)?.unsqueeze(0)?;
     let mut logits = dec.forward(&input, 0, Some(&mut cache), &opts)?.logits.unwrap();
     let prefill_secs = t0.elapsed().as_secs_f64();
+    crate::profile::report(&format!("prefill of {p} tokens"), prefill_secs, 1);
 
     let n = params.n;
     if n > 1 {
@@ -164,6 +165,7 @@ pub fn generate(
         logits = dec.forward(&input, p + step, Some(&mut cache), &opts)?.logits.unwrap();
     }
     let decode_secs = t1.elapsed().as_secs_f64();
+    crate::profile::report(&format!("decode, batch of {n}"), decode_secs, steps);
     let samples: Vec<Sample> = (0..n)
         .map(|s| Sample { text: std::mem::take(&mut texts[s]), tokens: streams[s].tokens.clone(), finish_reason: finish[s].unwrap_or(FinishReason::Length) })
         .collect();

@@ -8,10 +8,13 @@ use deepguard_runtime::kernels::{Isa, QActs, QMatrix, WType};
 const TYPES: [(GgmlDType, usize); 6] =
     [(GgmlDType::Q8_0, 96), (GgmlDType::Q4_0, 160), (GgmlDType::Q4_1, 64), (GgmlDType::Q5_0, 224), (GgmlDType::Q4K, 512), (GgmlDType::Q6K, 768)];
 
+/// Every implementation this CPU runs (scalar reference, AVX2, AVX-512 VNNI), so each SIMD path is
+/// checked on machines that have it.
 fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Scalar];
-    if Isa::detect() != Isa::Scalar {
-        v.push(Isa::detect());
+    let v = Isa::available();
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512bw") {
+        assert!(v.contains(&Isa::Avx512), "the CPU has AVX-512 VNNI but its kernels are not offered: {v:?}");
     }
     v
 }
@@ -37,7 +40,7 @@ fn every_type_matches_dequantize_then_multiply() {
             let q = QTensor::quantize(&wf, dt).unwrap();
             let qm = QMatrix::from_qtensor(&q).unwrap().expect("supported type");
             let wd = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
-            for m in [1usize, 3, 4, 5, 9] {
+            for m in [1usize, 3, 4, 5, 8, 9, 13] {
                 let x = random(m, k, 5 + m as u64).flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let acts = QActs::quantize(WType::from_ggml(dt).unwrap().act(), &x, m, k);
                 for isa in isas() {
@@ -88,16 +91,17 @@ fn every_type_matches_candle_qmatmul() {
 #[test]
 fn simd_and_scalar_agree_on_large_shapes() {
     // big enough for several threads and weight-row tiles
-    let isa = Isa::detect();
-    for (dt, k) in [(GgmlDType::Q5_0, 896), (GgmlDType::Q6K, 1024)] {
-        let q = QTensor::quantize(&random(333, k, 1), dt).unwrap();
-        let qm = QMatrix::from_qtensor(&q).unwrap().unwrap();
-        let x = random(7, k, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let (mut a, mut b) = (vec![0f32; 7 * 333], vec![0f32; 7 * 333]);
-        qm.matmul(&x, 7, &mut a, Isa::Scalar);
-        qm.matmul(&x, 7, &mut b, isa);
-        for (i, (u, v)) in a.iter().zip(&b).enumerate() {
-            assert!((u - v).abs() <= 1e-4 * u.abs().max(1.0), "{dt:?} [{i}]: scalar {u} vs {isa:?} {v}");
+    for isa in isas().into_iter().skip(1) {
+        for (dt, k) in [(GgmlDType::Q5_0, 896), (GgmlDType::Q8_0, 896), (GgmlDType::Q4K, 1024), (GgmlDType::Q6K, 1024)] {
+            let q = QTensor::quantize(&random(333, k, 1), dt).unwrap();
+            let qm = QMatrix::from_qtensor(&q).unwrap().unwrap();
+            let x = random(11, k, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (mut a, mut b) = (vec![0f32; 11 * 333], vec![0f32; 11 * 333]);
+            qm.matmul(&x, 11, &mut a, Isa::Scalar);
+            qm.matmul(&x, 11, &mut b, isa);
+            for (i, (u, v)) in a.iter().zip(&b).enumerate() {
+                assert!((u - v).abs() <= 1e-4 * u.abs().max(1.0), "{dt:?} [{i}]: scalar {u} vs {isa:?} {v}");
+            }
         }
     }
 }

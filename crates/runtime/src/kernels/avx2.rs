@@ -1,7 +1,7 @@
 //! AVX2 + FMA kernels (the ggml algorithms, written for this layout). Every block product is an
 //! exact integer dot product; only the f32 accumulation order differs from the scalar reference.
 
-use super::{f16_at, scale_min_k4, QActs, WType};
+use super::{f16_at, scale_min_k4, QActs, WType, MAX_GROUP};
 use std::arch::x86_64::*;
 
 const Q8_0: u8 = 0;
@@ -14,7 +14,7 @@ const Q5_0: u8 = 3;
 /// # Safety
 /// The CPU must support AVX2 and FMA; `w` must be one row of `t` with `a.k` columns.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_rows(t: WType, w: &[u8], a: &QActs, m0: usize, mr: usize, res: &mut [f32; 4]) {
+pub unsafe fn dot_rows(t: WType, w: &[u8], a: &QActs, m0: usize, mr: usize, res: &mut [f32; MAX_GROUP]) {
     debug_assert!(m0 + mr <= a.m && w.len() == a.k / t.block() * t.block_bytes());
     match mr {
         1 => rows::<1>(t, w, a, m0, res),
@@ -25,7 +25,7 @@ pub unsafe fn dot_rows(t: WType, w: &[u8], a: &QActs, m0: usize, mr: usize, res:
 }
 
 #[inline(always)]
-unsafe fn rows<const R: usize>(t: WType, w: &[u8], a: &QActs, m0: usize, res: &mut [f32; 4]) {
+unsafe fn rows<const R: usize>(t: WType, w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
     match t {
         WType::Q8_0 => blocks32::<R, Q8_0>(w, a, m0, res),
         WType::Q4_0 => blocks32::<R, Q4_0>(w, a, m0, res),
@@ -93,7 +93,7 @@ unsafe fn unpack32<const T: u8>(blk: *const u8) -> __m256i {
 }
 
 #[inline(always)]
-unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; 4]) {
+unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
     let bb = match T {
         Q8_0 => 34,
         Q4_0 => 18,
@@ -127,7 +127,7 @@ unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, 
 }
 
 #[inline(always)]
-unsafe fn q4k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; 4]) {
+unsafe fn q4k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
     let k = a.k;
     let nb = k / 256;
     let xq = a.qs.as_ptr();
@@ -172,7 +172,7 @@ unsafe fn q4k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; 4]
 }
 
 #[inline(always)]
-unsafe fn q6k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; 4]) {
+unsafe fn q6k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
     let k = a.k;
     let nb = k / 256;
     let xq = a.qs.as_ptr();

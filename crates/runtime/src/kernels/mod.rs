@@ -8,12 +8,14 @@
 //!
 //! Work is split over output rows across candle's thread pool. Several rows of x (prefill, batched
 //! decoding) are processed together so that each weight block is loaded and unpacked once per
-//! group of up to 4 rows. The SIMD path (AVX2) is chosen at run time; the scalar path is the
-//! reference the tests compare against.
+//! group of up to 4 rows (8 with AVX-512). The SIMD path (AVX-512 with VNNI, else AVX2) is chosen
+//! at run time; the scalar path is the reference the tests compare against.
 
 mod act;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod scalar;
 
 pub use act::{ActKind, QActs};
@@ -83,29 +85,58 @@ impl WType {
 }
 
 /// Which implementation runs the dot products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     Scalar,
     Avx2,
+    /// AVX-512 F/BW/VL with VNNI.
+    Avx512,
 }
 
+/// Most activation rows one kernel call handles (the group size of the widest ISA).
+pub(crate) const MAX_GROUP: usize = 8;
+
 impl Isa {
-    /// The best available on this CPU (`DEEPGUARD_KERNELS=scalar` forces the reference path);
-    /// decided once per process.
+    /// The best available on this CPU (`DEEPGUARD_KERNELS=scalar|avx2` caps it); decided once
+    /// per process.
     pub fn detect() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *ISA.get_or_init(Isa::probe)
+        *ISA.get_or_init(|| {
+            let all = Isa::available();
+            let cap = match std::env::var("DEEPGUARD_KERNELS").as_deref() {
+                Ok("scalar") => Isa::Scalar,
+                Ok("avx2") => Isa::Avx2,
+                _ => Isa::Avx512,
+            };
+            all.into_iter().filter(|&i| i <= cap).max().unwrap_or(Isa::Scalar)
+        })
     }
 
-    fn probe() -> Isa {
-        if std::env::var("DEEPGUARD_KERNELS").is_ok_and(|v| v == "scalar") {
-            return Isa::Scalar;
-        }
+    /// Every implementation this CPU can run, reference first (tests check them all).
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar];
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                v.push(Isa::Avx2);
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    v.push(Isa::Avx512);
+                }
+            }
         }
-        Isa::Scalar
+        v
+    }
+
+    /// Activation rows handled per pass over a weight row.
+    pub fn group(self) -> usize {
+        match self {
+            Isa::Avx512 => MAX_GROUP,
+            _ => 4,
+        }
     }
 }
 
@@ -161,48 +192,12 @@ impl QMatrix {
 
     /// `x` (..., cols) f32 -> (..., rows).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let k = *dims.last().unwrap_or(&0);
-        if k != self.cols {
-            bail!("matmul: input has {k} features, weight expects {}", self.cols);
-        }
-        let m = x.elem_count() / k.max(1);
-        let xv = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut out = vec![0f32; m * self.rows];
-        self.matmul(&xv, m, &mut out, Isa::detect());
-        let mut od = dims;
-        *od.last_mut().unwrap() = self.rows;
-        Ok(Tensor::from_vec(out, od, x.device())?)
+        Ok(forward_many(&[self], x)?.pop().unwrap())
     }
 
     /// out[m][n] = dot(W[n], x[m]) for x of m rows, multi-threaded.
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32], isa: Isa) {
-        assert_eq!(x.len(), m * self.cols);
-        assert_eq!(out.len(), m * self.rows);
-        let acts = QActs::quantize(self.wtype.act(), x, m, self.cols);
-        let pool = candle_core::utils::barrier_pool();
-        let threads = pool.n_workers() + 1;
-        let n = self.rows;
-        // Static row ranges, aligned to 8 rows; small matrices run on fewer threads.
-        let min_rows_per_thread = 16;
-        let used = threads.min(n.div_ceil(min_rows_per_thread)).max(1);
-        let chunk = n.div_ceil(used).div_ceil(8) * 8;
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        let work = |tid: usize| {
-            let lo = tid * chunk;
-            if lo >= n {
-                return;
-            }
-            let hi = n.min(lo + chunk);
-            // SAFETY: each thread writes only columns lo..hi of every output row.
-            let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), m * n) };
-            self.matmul_rows(&acts, lo..hi, out, isa);
-        };
-        if used == 1 {
-            work(0);
-        } else {
-            pool.execute(work);
-        }
+        matmul_many(&[self], x, m, &mut [out], isa)
     }
 
     fn matmul_rows(&self, acts: &QActs, rows: std::ops::Range<usize>, out: &mut [f32], isa: Isa) {
@@ -216,11 +211,13 @@ impl QMatrix {
             let tile_hi = rows.end.min(tile_lo + NT);
             let mut m0 = 0;
             while m0 < m {
-                let mr = (m - m0).min(4);
+                let mr = (m - m0).min(isa.group());
                 for r in tile_lo..tile_hi {
                     let w = &self.data[r * rb..(r + 1) * rb];
-                    let mut res = [0f32; 4];
+                    let mut res = [0f32; MAX_GROUP];
                     match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 => unsafe { avx512::dot_rows(self.wtype, w, acts, m0, mr, &mut res) },
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2 => unsafe { avx2::dot_rows(self.wtype, w, acts, m0, mr, &mut res) },
                         _ => scalar::dot_rows(self.wtype, w, acts, m0, mr, &mut res),
@@ -233,6 +230,91 @@ impl QMatrix {
             }
             tile_lo = tile_hi;
         }
+    }
+}
+
+/// `x` (..., cols) through several matrices with the same input (q/k/v, gate/up): one copy and
+/// one quantization of the input per activation format, one pass over the thread pool.
+pub fn forward_many(mats: &[&QMatrix], x: &Tensor) -> Result<Vec<Tensor>> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().unwrap_or(&0);
+    if let Some(w) = mats.iter().find(|w| w.cols != k) {
+        bail!("matmul: input has {k} features, weight expects {}", w.cols);
+    }
+    let m = x.elem_count() / k.max(1);
+    let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else { bail!("quantized kernels run on the CPU") };
+    let xv = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.rows]).collect();
+    {
+        let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        matmul_many(mats, xv, m, &mut refs, Isa::detect());
+    }
+    drop(storage);
+    outs.into_iter()
+        .zip(mats)
+        .map(|(o, w)| {
+            let mut od = dims.clone();
+            *od.last_mut().unwrap() = w.rows;
+            Ok(Tensor::from_vec(o, od, x.device())?)
+        })
+        .collect()
+}
+
+/// outs[i][m][n] = dot(W_i[n], x[m]) for every matrix W_i (all with x's column count).
+///
+/// The rows of all matrices are cut into chunks that the threads take from a shared counter, so
+/// a thread slowed by other work on the machine does not hold the others at the barrier.
+pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32]], isa: Isa) {
+    let t0 = crate::profile::enabled().then(std::time::Instant::now);
+    assert_eq!(mats.len(), outs.len());
+    let k = mats.first().map_or(0, |w| w.cols);
+    assert_eq!(x.len(), m * k);
+    for (w, o) in mats.iter().zip(outs.iter()) {
+        assert_eq!(w.cols, k);
+        assert_eq!(o.len(), m * w.rows);
+    }
+    // one quantized copy of x per activation format
+    let mut acts: Vec<QActs> = Vec::new();
+    let act_of: Vec<usize> = mats
+        .iter()
+        .map(|w| match acts.iter().position(|a| a.kind == w.wtype.act()) {
+            Some(i) => i,
+            None => {
+                acts.push(QActs::quantize(w.wtype.act(), x, m, k));
+                acts.len() - 1
+            }
+        })
+        .collect();
+    let pool = candle_core::utils::barrier_pool();
+    let threads = pool.n_workers() + 1;
+    let total: usize = mats.iter().map(|w| w.rows).sum();
+    // ~6 chunks per thread, multiples of 8 rows, at least 16
+    let chunk = (total.div_ceil(threads * 6).div_ceil(8) * 8).max(16);
+    // chunk list: (matrix, first row); chunks never straddle two matrices
+    let mut chunks: Vec<(usize, usize)> = Vec::new();
+    for (i, w) in mats.iter().enumerate() {
+        chunks.extend((0..w.rows).step_by(chunk).map(|r| (i, r)));
+    }
+    let out_ptrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |_tid: usize| loop {
+        let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(&(i, lo)) = chunks.get(c) else { return };
+        let w = mats[i];
+        let hi = w.rows.min(lo + chunk);
+        // SAFETY: each chunk writes only columns lo..hi of every output row of matrix i.
+        let out = unsafe { std::slice::from_raw_parts_mut(out_ptrs[i].get(), m * w.rows) };
+        w.matmul_rows(&acts[act_of[i]], lo..hi, out, isa);
+    };
+    if threads == 1 || chunks.len() == 1 {
+        work(0);
+    } else {
+        pool.execute(work);
+    }
+    if let Some(t0) = t0 {
+        crate::profile::add_kernel(t0);
     }
 }
 

@@ -1,8 +1,8 @@
 //! Reference kernels: the integer block dot products written out plainly.
 
-use super::{f16_at, scale_min_k4, QActs, WType};
+use super::{f16_at, scale_min_k4, QActs, WType, MAX_GROUP};
 
-pub fn dot_rows(t: WType, w: &[u8], a: &QActs, m0: usize, mr: usize, res: &mut [f32; 4]) {
+pub fn dot_rows(t: WType, w: &[u8], a: &QActs, m0: usize, mr: usize, res: &mut [f32; MAX_GROUP]) {
     for i in 0..mr {
         res[i] = dot_row(t, w, a, m0 + i);
     }

@@ -1,0 +1,258 @@
+//! AVX-512 kernels (F, BW, VL and VNNI: Ice Lake, Sapphire Rapids, Zen 4 and later). Same block
+//! algorithms as `avx2.rs`, on 64 bytes at a time, with `vpdpbusd` (u8 x i8 -> i32, four products
+//! per lane in one instruction) for 32-blocks and `vpdpwssd` (i16 x i16 -> i32) to apply the
+//! K-quant sub-block scales. Every block product is still an exact integer dot product; only the
+//! f32 accumulation order differs from the scalar reference.
+//!
+//! 32-blocks are taken two at a time: weight bytes in element order [block b | block b+1] against
+//! the 64 contiguous activation bytes of the same two blocks; a 16-lane scale vector holds
+//! `d_w * d_x` of block b in lanes 0..8 and of block b+1 in lanes 8..16. An odd last block runs
+//! with the upper activation half zeroed.
+
+use super::{f16_at, scale_min_k4, QActs, WType, MAX_GROUP};
+use std::arch::x86_64::*;
+
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+const Q5_0: u8 = 3;
+
+/// Dot products of one weight row with `mr` (1..=MAX_GROUP) activation rows starting at `m0`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `w` must be one row of `t` with
+/// `a.k` columns.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn dot_rows(t: WType, w: &[u8], a: &QActs, m0: usize, mr: usize, res: &mut [f32; MAX_GROUP]) {
+    debug_assert!(m0 + mr <= a.m && w.len() == a.k / t.block() * t.block_bytes());
+    match mr {
+        1 => rows::<1>(t, w, a, m0, res),
+        2 => rows::<2>(t, w, a, m0, res),
+        3 => rows::<3>(t, w, a, m0, res),
+        4 => rows::<4>(t, w, a, m0, res),
+        5 => rows::<5>(t, w, a, m0, res),
+        6 => rows::<6>(t, w, a, m0, res),
+        7 => rows::<7>(t, w, a, m0, res),
+        _ => rows::<8>(t, w, a, m0, res),
+    }
+}
+
+#[inline(always)]
+unsafe fn rows<const R: usize>(t: WType, w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
+    match t {
+        WType::Q8_0 => blocks32::<R, Q8_0>(w, a, m0, res),
+        WType::Q4_0 => blocks32::<R, Q4_0>(w, a, m0, res),
+        WType::Q4_1 => blocks32::<R, Q4_1>(w, a, m0, res),
+        WType::Q5_0 => blocks32::<R, Q5_0>(w, a, m0, res),
+        WType::Q4K => q4k::<R>(w, a, m0, res),
+        WType::Q6K => q6k::<R>(w, a, m0, res),
+    }
+}
+
+/// The f16 values at `p` and `q` as [p x8, q x8].
+#[inline(always)]
+unsafe fn pair_f16(p: *const u8, q: *const u8) -> __m512 {
+    let a = std::ptr::read_unaligned(p as *const u16) as u32;
+    let b = std::ptr::read_unaligned(q as *const u16) as u32;
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128((a | (b << 16)) as i32));
+    _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_castps128_ps512(v))
+}
+
+/// The f32 values at `p` and `p + 1` as [p[0] x8, p[1] x8]; only p[0] (upper lanes 0) if `!full`.
+#[inline(always)]
+unsafe fn pair_f32(p: *const f32, full: bool) -> __m512 {
+    let v = if full { _mm_castpd_ps(_mm_load_sd(p as *const f64)) } else { _mm_load_ss(p) };
+    _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_castps128_ps512(v))
+}
+
+/// 16 bytes of packed nibbles at `p` and at `q` -> 64 bytes in element order: p's low nibbles,
+/// p's high nibbles, q's low, q's high.
+#[inline(always)]
+unsafe fn nibbles_pair(p: *const u8, q: *const u8) -> __m512i {
+    let t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(p as *const __m128i)), _mm_loadu_si128(q as *const __m128i), 1);
+    let z = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1);
+    let z = _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+    // lanes [p lo, q lo, p hi, q hi] -> [p lo, p hi, q lo, q hi]
+    _mm512_shuffle_i64x2(z, z, 0b11_01_10_00)
+}
+
+/// Weight bytes of blocks `p`, `q` as unsigned magnitudes (values for Q4_1) and the mask of the
+/// bytes whose weight is negative (the activation is negated there).
+#[inline(always)]
+unsafe fn unpack_pair<const T: u8>(p: *const u8, q: *const u8) -> (__m512i, __mmask64) {
+    match T {
+        Q8_0 => {
+            let lo = _mm256_loadu_si256(p.add(2) as *const __m256i);
+            let hi = _mm256_loadu_si256(q.add(2) as *const __m256i);
+            let v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            (_mm512_abs_epi8(v), _mm512_movepi8_mask(v))
+        }
+        Q4_0 => {
+            let v = _mm512_sub_epi8(nibbles_pair(p.add(2), q.add(2)), _mm512_set1_epi8(8));
+            (_mm512_abs_epi8(v), _mm512_movepi8_mask(v))
+        }
+        Q4_1 => (nibbles_pair(p.add(4), q.add(4)), 0),
+        _ => {
+            // Q5_0: w = nibble + 16 * bit - 16: |w| = nibble where the bit is set, 16 - nibble
+            // (and w < 0) where it is clear.
+            let nib = nibbles_pair(p.add(6), q.add(6));
+            let hp = std::ptr::read_unaligned(p.add(2) as *const u32) as u64;
+            let hq = std::ptr::read_unaligned(q.add(2) as *const u32) as u64;
+            let set = hp | (hq << 32);
+            (_mm512_mask_blend_epi8(set, _mm512_sub_epi8(_mm512_set1_epi8(16), nib), nib), !set)
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
+    let bb = match T {
+        Q8_0 => 34,
+        Q4_0 => 18,
+        Q4_1 => 20,
+        _ => 22,
+    };
+    let k = a.k;
+    let nb = k / 32;
+    let wp = w.as_ptr();
+    let xq = a.qs.as_ptr();
+    let xd = a.d.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut mins = [_mm512_setzero_ps(); R];
+    let mut b = 0;
+    while b < nb {
+        let full = b + 1 < nb;
+        let p = wp.add(b * bb);
+        let q = if full { p.add(bb) } else { p };
+        let (u, neg) = unpack_pair::<T>(p, q);
+        let dw = pair_f16(p, q);
+        for r in 0..R {
+            let row = m0 + r;
+            let xp = xq.add(row * k + b * 32);
+            let x = if full { _mm512_loadu_si512(xp as *const __m512i) } else { _mm512_maskz_loadu_epi8(0xFFFF_FFFF, xp) };
+            let x = if T == Q4_1 { x } else { _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x) };
+            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
+            let scale = _mm512_mul_ps(dw, pair_f32(xd.add(row * nb + b), full));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
+            if T == Q4_1 {
+                mins[r] = _mm512_fmadd_ps(pair_f16(p.add(2), q.add(2)), pair_f32(a.s.as_ptr().add(row * nb + b), full), mins[r]);
+            }
+        }
+        b += 2;
+    }
+    for r in 0..R {
+        // each block's min term was added once per lane of its half: 8 times
+        res[r] = _mm512_reduce_add_ps(acc[r]) + if T == Q4_1 { _mm512_reduce_add_ps(mins[r]) * 0.125 } else { 0.0 };
+    }
+}
+
+/// Permutation indices putting i16 element `first` in lanes 0..16 and `first + 1` in 16..32.
+#[inline(always)]
+unsafe fn halves_idx(first: i16) -> __m512i {
+    _mm512_mask_blend_epi16(0xFFFF_0000, _mm512_set1_epi16(first), _mm512_set1_epi16(first + 1))
+}
+
+#[inline(always)]
+unsafe fn q4k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
+    let k = a.k;
+    let nb = k / 256;
+    let xq = a.qs.as_ptr();
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let blk = &w[b * 144..(b + 1) * 144];
+        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+        let mut sc = [0i16; 8];
+        let mut mn = [0i16; 16];
+        for s in 0..8 {
+            let (x, y) = scale_min_k4(s, &blk[4..16]);
+            sc[s] = x as i16;
+            mn[2 * s] = y as i16;
+            mn[2 * s + 1] = y as i16;
+        }
+        let scv = _mm512_castsi128_si512(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
+        let mins = _mm256_loadu_si256(mn.as_ptr() as *const __m256i);
+        let qs = blk.as_ptr().add(16);
+        let mut wv = [_mm512_setzero_si512(); 4];
+        let mut sv = [_mm512_setzero_si512(); 4];
+        for j in 0..4 {
+            // sub-blocks 2j (low nibbles) and 2j+1 (high nibbles) of 32 bytes
+            let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+            wv[j] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+            sv[j] = _mm512_permutexvar_epi16(halves_idx(2 * j as i16), scv);
+        }
+        for r in 0..R {
+            let row = m0 + r;
+            let xp = xq.add(row * k + b * 256);
+            let mut isum = _mm512_setzero_si512();
+            for j in 0..4 {
+                let xv = _mm512_loadu_si512(xp.add(64 * j) as *const __m512i);
+                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wv[j], xv), sv[j]);
+            }
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add((row * nb + b) * 16) as *const __m256i);
+            let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins));
+            let dx = *a.d.get_unchecked(row * nb + b);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(dx * d), acc[r]);
+            acc[r] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(msum), _mm512_set1_ps(dx * dmin), acc[r]);
+        }
+    }
+    for r in 0..R {
+        res[r] = _mm512_reduce_add_ps(acc[r]);
+    }
+}
+
+#[inline(always)]
+unsafe fn q6k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
+    let k = a.k;
+    let nb = k / 256;
+    let xq = a.qs.as_ptr();
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    // per-half shift counts: quarter 0|1 (low nibbles) and 2|3 (high nibbles) of a 128-half
+    let shl_lo = _mm512_mask_blend_epi16(0xFFFF_0000, _mm512_set1_epi16(4), _mm512_set1_epi16(2));
+    let shr_hi = _mm512_mask_blend_epi16(0xFFFF_0000, _mm512_set1_epi16(0), _mm512_set1_epi16(2));
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let blk = w.as_ptr().add(b * 210);
+        let (ql, qh) = (blk, blk.add(128));
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192) as *const __m128i));
+        let scz = _mm512_castsi256_si512(sc16);
+        let d = f16_at(std::slice::from_raw_parts(blk, 210), 208);
+        // 4 vectors of 64 unsigned 6-bit values (q + 32) in element order; vector v spans the
+        // 16-element groups 4v..4v+4.
+        let mut qv = [_mm512_setzero_si512(); 4];
+        let mut sv = [_mm512_setzero_si512(); 4];
+        for h in 0..2 {
+            let l = _mm512_loadu_si512(ql.add(64 * h) as *const __m512i);
+            let hb = _mm512_broadcast_i64x4(_mm256_loadu_si256(qh.add(32 * h) as *const __m256i));
+            qv[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(hb, shl_lo), m30));
+            qv[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_and_si512(_mm512_srlv_epi16(hb, shr_hi), m30));
+        }
+        for v in 0..4 {
+            // i16 lane i of the pair sums belongs to group 4v + i / 8
+            let g = 4 * v as i16;
+            let idx = _mm512_set_epi16(
+                g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 2, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g,
+            );
+            sv[v] = _mm512_permutexvar_epi16(idx, scz);
+        }
+        for r in 0..R {
+            let row = m0 + r;
+            let xp = xq.add(row * k + b * 256);
+            let mut isum = _mm512_setzero_si512();
+            for v in 0..4 {
+                let xv = _mm512_loadu_si512(xp.add(64 * v) as *const __m512i);
+                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(qv[v], xv), sv[v]);
+            }
+            // the stored values are q + 32: subtract 32 * sum_g sc[g] * sum(x in g)
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add((row * nb + b) * 16) as *const __m256i);
+            let corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
+            let isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(corr));
+            let dx = *a.d.get_unchecked(row * nb + b);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * dx), acc[r]);
+        }
+    }
+    for r in 0..R {
+        res[r] = _mm512_reduce_add_ps(acc[r]);
+    }
+}
