@@ -95,10 +95,11 @@ fn simd_and_scalar_agree_on_large_shapes() {
         for (dt, k) in [(GgmlDType::Q5_0, 896), (GgmlDType::Q8_0, 896), (GgmlDType::Q4K, 1024), (GgmlDType::Q6K, 1024)] {
             let q = QTensor::quantize(&random(333, k, 1), dt).unwrap();
             let qm = QMatrix::from_qtensor(&q).unwrap().unwrap();
-            let x = random(11, k, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let (mut a, mut b) = (vec![0f32; 11 * 333], vec![0f32; 11 * 333]);
-            qm.matmul(&x, 11, &mut a, Isa::Scalar);
-            qm.matmul(&x, 11, &mut b, isa);
+            // 40 rows: several row groups, and an input big enough to be quantized in parallel
+            let x = random(40, k, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (mut a, mut b) = (vec![0f32; 40 * 333], vec![0f32; 40 * 333]);
+            qm.matmul(&x, 40, &mut a, Isa::Scalar);
+            qm.matmul(&x, 40, &mut b, isa);
             for (i, (u, v)) in a.iter().zip(&b).enumerate() {
                 assert!((u - v).abs() <= 1e-4 * u.abs().max(1.0), "{dt:?} [{i}]: scalar {u} vs {isa:?} {v}");
             }

@@ -41,56 +41,39 @@ impl QActs {
     pub fn quantize(kind: ActKind, x: &[f32], m: usize, k: usize) -> QActs {
         let bs = kind.block();
         assert!(k % bs == 0, "{k} not a multiple of {bs}");
-        let nb = m * k / bs;
-        let mut a = QActs { kind, m, k, qs: vec![0; m * k], d: vec![0.0; nb], s: vec![], bsums: vec![] };
-        match kind {
-            ActKind::Q8_0 | ActKind::Q8_1 => {
-                if kind == ActKind::Q8_1 {
-                    a.s = vec![0.0; nb];
-                }
-                for b in 0..nb {
-                    let xs = &x[b * 32..(b + 1) * 32];
-                    let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let d = amax / 127.0;
-                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                    let d16 = f16::from_f32(d);
-                    a.d[b] = d16.to_f32();
-                    let mut sum = 0i32;
-                    for (q, &v) in a.qs[b * 32..(b + 1) * 32].iter_mut().zip(xs) {
-                        *q = (v * id).round() as i8;
-                        sum += *q as i32;
-                    }
-                    if kind == ActKind::Q8_1 {
-                        a.s[b] = (f16::from_f32(sum as f32) * d16).to_f32();
-                    }
-                }
+        assert_eq!(x.len(), m * k);
+        let nb = k / bs;
+        let mut a = QActs {
+            kind,
+            m,
+            k,
+            qs: vec![0; m * k],
+            d: vec![0.0; m * nb],
+            s: if kind == ActKind::Q8_1 { vec![0.0; m * nb] } else { vec![] },
+            bsums: if kind == ActKind::Q8K { vec![0; m * k / 16] } else { vec![] },
+        };
+        let (qs, d, s, bsums) = (SendPtr(a.qs.as_mut_ptr()), SendPtr(a.d.as_mut_ptr()), SendPtr(a.s.as_mut_ptr()), SendPtr(a.bsums.as_mut_ptr()));
+        // SAFETY: row r owns qs[r*k..], d[r*nb..], s[r*nb..], bsums[r*k/16..] of the buffers above.
+        let rows = |lo: usize, hi: usize| unsafe {
+            for r in lo..hi {
+                quantize_row(
+                    kind,
+                    &x[r * k..(r + 1) * k],
+                    std::slice::from_raw_parts_mut(qs.get().add(r * k), k),
+                    std::slice::from_raw_parts_mut(d.get().add(r * nb), nb),
+                    if kind == ActKind::Q8_1 { std::slice::from_raw_parts_mut(s.get().add(r * nb), nb) } else { &mut [] },
+                    if kind == ActKind::Q8K { std::slice::from_raw_parts_mut(bsums.get().add(r * k / 16), k / 16) } else { &mut [] },
+                );
             }
-            ActKind::Q8K => {
-                a.bsums = vec![0; m * k / 16];
-                for b in 0..nb {
-                    let xs = &x[b * 256..(b + 1) * 256];
-                    let (mut max, mut amax) = (0f32, 0f32);
-                    for &v in xs {
-                        if amax < v.abs() {
-                            amax = v.abs();
-                            max = v;
-                        }
-                    }
-                    let qs = &mut a.qs[b * 256..(b + 1) * 256];
-                    if amax == 0.0 {
-                        a.d[b] = 0.0;
-                        continue;
-                    }
-                    let iscale = -127f32 / max;
-                    for (q, &v) in qs.iter_mut().zip(xs) {
-                        *q = (iscale * v).round().clamp(-128.0, 127.0) as i8;
-                    }
-                    for j in 0..16 {
-                        a.bsums[b * 16 + j] = qs[j * 16..(j + 1) * 16].iter().map(|&q| q as i32).sum::<i32>() as i16;
-                    }
-                    a.d[b] = 1.0 / iscale;
-                }
-            }
+        };
+        // prefill-sized inputs are split over the thread pool by rows
+        let pool = candle_core::utils::barrier_pool();
+        let threads = pool.n_workers() + 1;
+        if m >= 2 * threads && m * k >= 1 << 15 {
+            let per = m.div_ceil(threads);
+            pool.execute(|tid| rows((tid * per).min(m), ((tid + 1) * per).min(m)));
+        } else {
+            rows(0, m);
         }
         a
     }
@@ -99,5 +82,138 @@ impl QActs {
     pub fn dequantize_row(&self, r: usize) -> Vec<f32> {
         let bs = self.kind.block();
         (0..self.k).map(|i| self.qs[r * self.k + i] as f32 * self.d[(r * self.k + i) / bs]).collect()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    // a method, so that closures capture the wrapper rather than the raw pointer field
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// One row: `qs` (k), `d` (one per block), `s` (Q8_1: one per block), `bsums` (Q8K: k / 16).
+fn quantize_row(kind: ActKind, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], bsums: &mut [i16]) {
+    match kind {
+        ActKind::Q8_0 | ActKind::Q8_1 => {
+            for (b, (xs, qs)) in x.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate() {
+                let amax = abs_max(xs);
+                let db = amax / 127.0;
+                let id = if db != 0.0 { 1.0 / db } else { 0.0 };
+                let d16 = f16::from_f32(db);
+                d[b] = d16.to_f32();
+                scale_round(xs, id, qs);
+                if kind == ActKind::Q8_1 {
+                    let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+                    s[b] = (f16::from_f32(sum as f32) * d16).to_f32();
+                }
+            }
+        }
+        ActKind::Q8K => {
+            for (b, (xs, qs)) in x.chunks_exact(256).zip(qs.chunks_exact_mut(256)).enumerate() {
+                // the signed value of the first element of largest magnitude
+                let amax = abs_max(xs);
+                let max = xs.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
+                if amax == 0.0 || max == 0.0 {
+                    d[b] = 0.0;
+                    qs.fill(0);
+                    bsums[b * 16..(b + 1) * 16].fill(0);
+                    continue;
+                }
+                let iscale = -127f32 / max;
+                scale_round(xs, iscale, qs);
+                for j in 0..16 {
+                    bsums[b * 16 + j] = qs[j * 16..(j + 1) * 16].iter().map(|&q| q as i32).sum::<i32>() as i16;
+                }
+                d[b] = 1.0 / iscale;
+            }
+        }
+    }
+}
+
+/// max |x| (0 for an empty or all-zero slice).
+fn abs_max(xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if xs.len() % 8 == 0 && super::Isa::detect() >= super::Isa::Avx2 {
+        // SAFETY: AVX2 is present (Isa::detect).
+        return unsafe { abs_max_avx2(xs) };
+    }
+    xs.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// q[i] = round(x[i] * scale) (halves away from zero, like `f32::round`), saturated to i8.
+fn scale_round(xs: &[f32], scale: f32, qs: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    if xs.len() % 8 == 0 && super::Isa::detect() >= super::Isa::Avx2 {
+        // SAFETY: AVX2 is present (Isa::detect).
+        return unsafe { scale_round_avx2(xs, scale, qs) };
+    }
+    for (q, &v) in qs.iter_mut().zip(xs) {
+        *q = (v * scale).round().clamp(-128.0, 127.0) as i8;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn abs_max_avx2(xs: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut m = _mm256_setzero_ps();
+    for c in xs.chunks_exact(8) {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_loadu_ps(c.as_ptr())));
+    }
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scale_round_avx2(xs: &[f32], scale: f32, qs: &mut [i8]) {
+    use std::arch::x86_64::*;
+    let sc = _mm256_set1_ps(scale);
+    let neg0 = _mm256_set1_ps(-0.0);
+    for (c, q) in xs.chunks_exact(8).zip(qs.chunks_exact_mut(8)) {
+        let v = _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), sc);
+        // trunc, then one step away from zero when the dropped fraction is at least 1/2
+        let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        let away = _mm256_cmp_ps(_mm256_andnot_ps(neg0, _mm256_sub_ps(v, t)), _mm256_set1_ps(0.5), _CMP_GE_OQ);
+        let step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(v, neg0), _mm256_set1_ps(1.0)));
+        let r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(t, step), _mm256_set1_ps(-128.0)), _mm256_set1_ps(127.0));
+        let i = _mm256_cvtps_epi32(r);
+        let p16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+        _mm_storel_epi64(q.as_mut_ptr() as *mut __m128i, _mm_packs_epi16(p16, p16));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simd_rounding_and_abs_max_equal_scalar() {
+        let mut st = 7u64;
+        let mut xs: Vec<f32> = (0..4096)
+            .map(|_| {
+                st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((st >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 300.0
+            })
+            .collect();
+        // exact halves, both signs, and values past the i8 range
+        for (i, v) in [0.5f32, -0.5, 1.5, -1.5, 2.5, -2.5, 126.5, -127.5, 127.49, -128.5, 1e9, -1e9, 0.0, -0.0, 0.49999997, -0.49999997].iter().enumerate() {
+            xs[i * 3] = *v;
+        }
+        for scale in [1.0f32, 0.37, -1.0, 1.7] {
+            let mut a = vec![0i8; xs.len()];
+            scale_round(&xs, scale, &mut a);
+            let b: Vec<i8> = xs.iter().map(|&v| (v * scale).round().clamp(-128.0, 127.0) as i8).collect();
+            assert_eq!(a, b, "scale {scale}");
+        }
+        for c in xs.chunks(32) {
+            assert_eq!(abs_max(c), c.iter().fold(0f32, |m, v| m.max(v.abs())));
+        }
     }
 }

@@ -209,9 +209,11 @@ impl QMatrix {
         let mut tile_lo = rows.start;
         while tile_lo < rows.end {
             let tile_hi = rows.end.min(tile_lo + NT);
-            let mut m0 = 0;
-            while m0 < m {
-                let mr = (m - m0).min(isa.group());
+            // groups of nearly equal size (10 rows: 5 + 5, not 8 + 2)
+            let groups = m.div_ceil(isa.group());
+            for g in 0..groups {
+                let (m0, m1) = (g * m / groups, (g + 1) * m / groups);
+                let mr = m1 - m0;
                 for r in tile_lo..tile_hi {
                     let w = &self.data[r * rb..(r + 1) * rb];
                     let mut res = [0f32; MAX_GROUP];
@@ -226,7 +228,6 @@ impl QMatrix {
                         out[(m0 + i) * n + r] = res[i];
                     }
                 }
-                m0 += mr;
             }
             tile_lo = tile_hi;
         }
