@@ -66,10 +66,13 @@ def main():
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--json", help="write all figures to this file")
+    ap.add_argument("--exe", default=os.environ.get("DEEPGUARD_EXE") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release/deepguard"),
+        help="the deepguard binary (default: $DEEPGUARD_EXE, else the release build in $CARGO_TARGET_DIR or target/)")
     a = ap.parse_args()
     path = model_file(a.model)
     ref = llama_cpp(path, a.threads, a.prompt_tokens, a.gen_tokens)
-    exe = os.path.join(ROOT, "target/release/deepguard")
+    exe = a.exe
     import tempfile
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
         subprocess.run([exe, "bench", "-m", a.model, "--prompt-tokens", str(a.prompt_tokens), "--gen-tokens",

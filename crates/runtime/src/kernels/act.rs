@@ -35,6 +35,11 @@ pub struct QActs {
     pub s: Vec<f32>,
     /// Q8K: sums of 16 values: m * (k / 16).
     pub bsums: Vec<i16>,
+    /// Q8_0 / Q8_1, for 512-bit kernels: per row, per pair of blocks (b, b+1), 16 lanes holding
+    /// `d` of block b in 0..8 and of b+1 in 8..16 (0 past the last block): m * pairs * 16.
+    pub d16: Vec<f32>,
+    /// Q8_1: the same expansion of `s`.
+    pub s16: Vec<f32>,
 }
 
 impl QActs {
@@ -51,6 +56,8 @@ impl QActs {
             d: vec![0.0; m * nb],
             s: if kind == ActKind::Q8_1 { vec![0.0; m * nb] } else { vec![] },
             bsums: if kind == ActKind::Q8K { vec![0; m * k / 16] } else { vec![] },
+            d16: vec![],
+            s16: vec![],
         };
         let (qs, d, s, bsums) = (SendPtr(a.qs.as_mut_ptr()), SendPtr(a.d.as_mut_ptr()), SendPtr(a.s.as_mut_ptr()), SendPtr(a.bsums.as_mut_ptr()));
         // SAFETY: row r owns qs[r*k..], d[r*nb..], s[r*nb..], bsums[r*k/16..] of the buffers above.
@@ -75,7 +82,16 @@ impl QActs {
         } else {
             rows(0, m);
         }
+        if kind != ActKind::Q8K {
+            a.d16 = expand_pairs(&a.d, m, nb);
+            a.s16 = expand_pairs(&a.s, m, nb);
+        }
         a
+    }
+
+    /// Block pairs per row in `d16` / `s16`.
+    pub fn pairs(&self) -> usize {
+        (self.k / self.kind.block()).div_ceil(2)
     }
 
     /// Dequantized row `r` (for reference computations in tests).
@@ -83,6 +99,22 @@ impl QActs {
         let bs = self.kind.block();
         (0..self.k).map(|i| self.qs[r * self.k + i] as f32 * self.d[(r * self.k + i) / bs]).collect()
     }
+}
+
+/// Per row of `nb` values: each pair (v[b], v[b+1]) as 8 copies of each (0 past the end).
+fn expand_pairs(v: &[f32], m: usize, nb: usize) -> Vec<f32> {
+    if v.is_empty() {
+        return vec![];
+    }
+    let pairs = nb.div_ceil(2);
+    let mut out = vec![0f32; m * pairs * 16];
+    for r in 0..m {
+        for b in 0..nb {
+            let o = (r * pairs + b / 2) * 16 + (b % 2) * 8;
+            out[o..o + 8].fill(v[r * nb + b]);
+        }
+    }
+    out
 }
 
 #[derive(Clone, Copy)]

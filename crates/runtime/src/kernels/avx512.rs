@@ -58,13 +58,6 @@ unsafe fn pair_f16(p: *const u8, q: *const u8) -> __m512 {
     _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_castps128_ps512(v))
 }
 
-/// The f32 values at `p` and `p + 1` as [p[0] x8, p[1] x8]; only p[0] (upper lanes 0) if `!full`.
-#[inline(always)]
-unsafe fn pair_f32(p: *const f32, full: bool) -> __m512 {
-    let v = if full { _mm_castpd_ps(_mm_load_sd(p as *const f64)) } else { _mm_load_ss(p) };
-    _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_castps128_ps512(v))
-}
-
 /// 16 bytes of packed nibbles at `p` and at `q` -> 64 bytes in element order: p's low nibbles,
 /// p's high nibbles, q's low, q's high.
 #[inline(always)]
@@ -116,7 +109,8 @@ unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, 
     let nb = k / 32;
     let wp = w.as_ptr();
     let xq = a.qs.as_ptr();
-    let xd = a.d.as_ptr();
+    let pairs = a.pairs();
+    let (d16, s16) = (a.d16.as_ptr(), a.s16.as_ptr());
     let mut acc = [_mm512_setzero_ps(); R];
     let mut mins = [_mm512_setzero_ps(); R];
     let mut b = 0;
@@ -126,16 +120,18 @@ unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, 
         let q = if full { p.add(bb) } else { p };
         let (u, neg) = unpack_pair::<T>(p, q);
         let dw = pair_f16(p, q);
+        let mw = if T == Q4_1 { pair_f16(p.add(2), q.add(2)) } else { dw };
         for r in 0..R {
             let row = m0 + r;
             let xp = xq.add(row * k + b * 32);
             let x = if full { _mm512_loadu_si512(xp as *const __m512i) } else { _mm512_maskz_loadu_epi8(0xFFFF_FFFF, xp) };
             let x = if T == Q4_1 { x } else { _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x) };
             let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
-            let scale = _mm512_mul_ps(dw, pair_f32(xd.add(row * nb + b), full));
+            let e = (row * pairs + b / 2) * 16;
+            let scale = _mm512_mul_ps(dw, _mm512_loadu_ps(d16.add(e)));
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
             if T == Q4_1 {
-                mins[r] = _mm512_fmadd_ps(pair_f16(p.add(2), q.add(2)), pair_f32(a.s.as_ptr().add(row * nb + b), full), mins[r]);
+                mins[r] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(s16.add(e)), mins[r]);
             }
         }
         b += 2;
