@@ -1,4 +1,6 @@
 use anyhow::{bail, Context, Result};
+use deepguard_methods::guard::Guard;
+use deepguard_methods::prior::BiasRule;
 use deepguard_runtime::chat::{self, Message};
 use deepguard_runtime::generate::{generate, Guidance, SamplingParams};
 use deepguard_runtime::models::DEFAULT_MODEL;
@@ -52,9 +54,19 @@ pub struct Args {
     /// Steering strength.
     #[arg(long, default_value_t = 4.0, requires = "steer")]
     pub alpha: f64,
-    /// With --steer: also generate without steering (same prompt and settings) and report both
-    /// texts and the decode-speed ratio.
-    #[arg(long, requires = "steer")]
+    /// DeepGuard: a guard folder from `deepguard train`. Its adapters are attached, the prompt
+    /// is scored by its analyzer, and the security bias is added to the logits at every step.
+    #[arg(long)]
+    pub guard: Option<PathBuf>,
+    /// Scale of the guard's logit bias.
+    #[arg(long, default_value_t = 1.0, requires = "guard")]
+    pub guard_strength: f32,
+    /// Bias rule: `paper` (1 - s_prompt) * T, or `reference` (the authors' code).
+    #[arg(long, default_value = "paper", value_parser = ["paper", "reference"], requires = "guard")]
+    pub bias_rule: String,
+    /// With --steer and/or --guard: also generate with the plain model (same prompt and
+    /// settings) first, and report both texts and the decode-speed ratio.
+    #[arg(long)]
     pub compare: bool,
 }
 
@@ -92,7 +104,10 @@ pub fn scenario_prompt(dir: &std::path::Path) -> Result<String> {
 
 pub fn run(a: Args) -> Result<()> {
     let text = prompt_text(&a)?;
-    let model = crate::load_model(&a.model)?;
+    if a.compare && a.steer.is_none() && a.guard.is_none() {
+        bail!("--compare needs --steer and/or --guard (it compares them with the plain model)");
+    }
+    let mut model = crate::load_model(&a.model)?;
     let tok = &model.tokenizer;
     let prompt = if a.chat {
         let mut msgs = Vec::new();
@@ -114,6 +129,9 @@ pub fn run(a: Args) -> Result<()> {
         stop: a.stop.clone(),
         n: a.n,
     };
+    // The plain model's generation comes first when comparing: the guard's adapters change
+    // the model itself.
+    let plain = if a.compare { Some(generate(&model, &ids, &params, &mut Guidance::default(), &mut |_, _| {})?) } else { None };
     let mut steer_hooks = Vec::new();
     if let Some(arg) = &a.steer {
         let (hooks, note) = crate::steer::hooks_for(&model, arg, a.alpha, &ids)?;
@@ -124,8 +142,16 @@ pub fn run(a: Args) -> Result<()> {
     for h in &steer_hooks {
         guidance.hooks.push(h);
     }
-    if a.compare {
-        return compare(&model, &ids, &params, &mut guidance, a.json);
+    if let Some(dir) = &a.guard {
+        let guard = Guard::load(dir, &model)?;
+        guard.attach(&mut model)?;
+        let t = std::time::Instant::now();
+        let (bias, s) = guard.guidance(&model, &ids, BiasRule::parse(&a.bias_rule)?, a.guard_strength)?;
+        eprintln!("guard: prompt score {s:.4} ({:.2}s), {} bias, strength {}", t.elapsed().as_secs_f64(), a.bias_rule, a.guard_strength);
+        guidance.processors.push(Box::new(bias));
+    }
+    if let Some(base) = plain {
+        return compare(&model, &ids, &params, base, &mut guidance, a.json);
     }
     let stream = !a.json;
     let mut out = std::io::stdout().lock();
@@ -170,29 +196,29 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Unsteered, then steered generation of the same prompt; both texts and decode speeds.
-fn compare(model: &deepguard_runtime::Model, ids: &[u32], params: &SamplingParams, steered: &mut Guidance, json: bool) -> Result<()> {
-    let base = generate(model, ids, params, &mut Guidance::default(), &mut |_, _| {})?;
+/// The plain model's generation `base` next to the guided one of the same prompt; both texts
+/// and decode speeds.
+fn compare(model: &deepguard_runtime::Model, ids: &[u32], params: &SamplingParams, base: deepguard_runtime::generate::Generation, steered: &mut Guidance, json: bool) -> Result<()> {
     let st = generate(model, ids, params, steered, &mut |_, _| {})?;
     let rate = |g: &deepguard_runtime::generate::Generation| g.generated_tokens as f64 / g.decode_secs.max(1e-9);
     let ratio = rate(&st) / rate(&base);
     let differ = base.samples.iter().zip(&st.samples).filter(|(x, y)| x.tokens != y.tokens).count();
     if json {
         let v = serde_json::json!({
-            "unsteered": {"samples": base.samples, "decode_tokens_per_sec": rate(&base), "generated_tokens": base.generated_tokens},
-            "steered": {"samples": st.samples, "decode_tokens_per_sec": rate(&st), "generated_tokens": st.generated_tokens},
-            "steered_over_unsteered_decode_speed": ratio, "samples_that_differ": differ,
+            "plain": {"samples": base.samples, "decode_tokens_per_sec": rate(&base), "generated_tokens": base.generated_tokens},
+            "guided": {"samples": st.samples, "decode_tokens_per_sec": rate(&st), "generated_tokens": st.generated_tokens},
+            "guided_over_plain_decode_speed": ratio, "samples_that_differ": differ,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        for (name, g) in [("unsteered", &base), ("steered", &st)] {
+        for (name, g) in [("plain", &base), ("guided", &st)] {
             for (i, s) in g.samples.iter().enumerate() {
                 println!("===== {name} sample {} ({} tokens) =====\n{}", i + 1, s.tokens.len(), s.text);
             }
         }
     }
     eprintln!(
-        "decode: unsteered {:.2} tok/s, steered {:.2} tok/s, ratio steered/unsteered {:.3}; {differ} of {} samples differ",
+        "decode: plain {:.2} tok/s, guided {:.2} tok/s, ratio guided/plain {:.3}; {differ} of {} samples differ",
         rate(&base),
         rate(&st),
         ratio,

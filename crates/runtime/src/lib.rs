@@ -17,6 +17,7 @@ pub mod kv_cache;
 pub mod lora;
 pub mod model;
 pub mod models;
+pub mod rng;
 pub mod testing;
 pub mod tokenizer;
 

@@ -1,0 +1,69 @@
+use anyhow::{Context, Result};
+use deepguard_methods::guard::Guard;
+use deepguard_methods::scan;
+use deepguard_runtime::models::DEFAULT_MODEL;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Score every token of a source file with a trained guard's analyzer. Prints the code with
+/// risky tokens highlighted, the risky lines, and the file's sequence score.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Source files to scan.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Guard folder written by `deepguard train`.
+    #[arg(long, short)]
+    pub guard: PathBuf,
+    /// Model the guard was trained for.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Tokens scored below this are highlighted.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f32,
+    /// Score at most this many tokens per file.
+    #[arg(long, default_value_t = 1024)]
+    pub max_tokens: usize,
+    /// Also write an HTML page (one file: this path; several: PATH/<name>.html).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Print JSON (token spans and scores) instead of the highlighted code.
+    #[arg(long)]
+    pub json: bool,
+    /// Only print the score line per file.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut model = crate::load_model(&a.model)?;
+    let guard = Guard::load(&a.guard, &model)?;
+    guard.attach(&mut model)?;
+    let color = std::io::stdout().is_terminal();
+    for f in &a.files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let name = f.display().to_string();
+        let r = scan::scan(&guard, &model, &name, &text, a.max_tokens)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            if !a.quiet {
+                print!("{}", scan::render_ansi(&r, &text, a.threshold, color));
+                for (line, s) in scan::risky_lines(&r, &text, a.threshold) {
+                    println!("  line {line}: lowest token score {s:.3}");
+                }
+            }
+            let cut = if r.scored_tokens < r.total_tokens { format!(" (first {} of {} tokens)", r.scored_tokens, r.total_tokens) } else { String::new() };
+            println!("{name}: sequence score {:.4}{cut}", r.score);
+        }
+        if let Some(h) = &a.html {
+            let path = if a.files.len() == 1 { h.clone() } else { h.join(format!("{}.html", f.file_name().unwrap_or_default().to_string_lossy())) };
+            if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(p)?;
+            }
+            std::fs::write(&path, scan::render_html(&r, &text, a.threshold)).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
