@@ -55,11 +55,21 @@ pub struct Args {
     /// process is still generating into the same folder).
     #[arg(long)]
     pub no_generate: bool,
-    /// Judge backends (comma list of bandit, semgrep, cppcheck, flawfinder; `asan` is
-    /// experimental: its reports were not seen in the sandbox yet); a re-run with
-    /// another judge reuses the generations and test results.
-    #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder")]
+    /// Judge backends: `auto` (bandit, semgrep, cppcheck, flawfinder, the ASan/UBSan run of the
+    /// unit test for C scenarios of memory-safety CWEs, and codeql when a `codeql` CLI is on
+    /// PATH) or a comma list of those names; a re-run with another judge reuses the
+    /// generations and test results.
+    #[arg(long, default_value = "auto")]
     pub judge: String,
+    /// Leave out the ASan/UBSan run of the unit tests (on by default for C scenarios of CWE
+    /// 119/125/190/416/476/787).
+    #[arg(long)]
+    pub no_asan: bool,
+    /// The CodeQL query repository (a github/codeql checkout holding python/ql/src and
+    /// cpp/ql/src); default: $DEEPGUARD_CODEQL_REPO, else `codeql-repo` next to the `codeql`
+    /// CLI, else the CLI's bundled query packs.
+    #[arg(long)]
+    pub codeql_repo: Option<PathBuf>,
     /// Parallel unit-test runs (default: the number of cores).
     #[arg(long, short)]
     pub jobs: Option<usize>,
@@ -160,8 +170,10 @@ pub fn run(a: Args) -> Result<()> {
 
     // 3. Security judge (one batch per backend over all unjudged samples).
     let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
-    let mut judge = Judge::default_for(&venv_bin, &rules);
-    judge.sanitizer = Some(Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO });
+    let mut judge = Judge::default_for(&venv_bin, &rules, a.codeql_repo.as_deref());
+    if !a.no_asan {
+        judge.sanitizer = Some(Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO });
+    }
     let judge = judge.select(&a.judge)?;
     let judge_store = Jsonl::new(mdir.join(report::judge_file(&judge.name())));
     let judged: HashSet<(String, usize)> = judge_store.load::<JudgeRec>()?.into_iter().map(|t| (t.scenario, t.idx)).collect();
