@@ -73,6 +73,8 @@ pub struct Args {
     /// Parallel unit-test runs (default: the number of cores).
     #[arg(long, short)]
     pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub guided: crate::guided::GuidanceArgs,
     /// The Python venv with the tests' dependencies and the judges (scripts/setup.sh makes it).
     #[arg(long, default_value = ".venv")]
     pub venv: PathBuf,
@@ -85,7 +87,7 @@ pub fn run(a: Args) -> Result<()> {
     // Absolute, since tests run in other folders.
     let data = std::fs::canonicalize(&a.data).with_context(|| format!("{}: benchmark folder not found", a.data.display()))?;
     let scenarios = discover(&data, &a.scenarios)?;
-    let method: Box<dyn Method> = Box::new(Base);
+    let method: Box<dyn Method> = if a.guided.steer.is_none() && a.guided.guard.is_none() { Box::new(Base) } else { Box::new(a.guided.method(false)?) };
     let mdir = a.out.join(method.name());
     std::fs::create_dir_all(&mdir).with_context(|| format!("{}: cannot create run folder", mdir.display()))?;
     let params = SamplingParams { temperature: a.temperature, top_p: a.top_p, seed: a.seed, max_tokens: a.max_tokens, stop: vec![], n: a.n };
@@ -101,7 +103,8 @@ pub fn run(a: Args) -> Result<()> {
     let have = load_samples(&samples_store)?;
     let todo: Vec<_> = scenarios.iter().filter(|s| have.get(&s.id).map_or(0, |v| v.len()) < a.n).collect();
     if !todo.is_empty() && !a.no_generate {
-        let model = crate::load_model(&a.model)?;
+        let mut model = crate::load_model(&a.model)?;
+        method.prepare(&mut model)?;
         let pb = progress((todo.len() * a.n) as u64, "generate");
         for sc in todo {
             pb.set_message(sc.id.clone());

@@ -1,6 +1,6 @@
 use anyhow::{bail, Context, Result};
-use deepguard_methods::guard::Guard;
-use deepguard_methods::prior::BiasRule;
+use crate::guided::GuidanceArgs;
+use deepguard_eval::method::Method;
 use deepguard_runtime::chat::{self, Message};
 use deepguard_runtime::generate::{generate, Guidance, SamplingParams};
 use deepguard_runtime::models::DEFAULT_MODEL;
@@ -47,23 +47,8 @@ pub struct Args {
     /// Print one JSON object (samples, token counts, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
-    /// Steering vector: FILE.gguf, DIR:CWE (DIR/cwe-XXX.gguf) or DIR:auto (probe-then-steer),
-    /// added after its block from the last prompt token on.
-    #[arg(long)]
-    pub steer: Option<String>,
-    /// Steering strength.
-    #[arg(long, default_value_t = 4.0, requires = "steer")]
-    pub alpha: f64,
-    /// DeepGuard: a guard folder from `deepguard train`. Its adapters are attached, the prompt
-    /// is scored by its analyzer, and the security bias is added to the logits at every step.
-    #[arg(long)]
-    pub guard: Option<PathBuf>,
-    /// Scale of the guard's logit bias.
-    #[arg(long, default_value_t = 1.0, requires = "guard")]
-    pub guard_strength: f32,
-    /// Bias rule: `paper` (1 - s_prompt) * T, or `reference` (the authors' code).
-    #[arg(long, default_value = "paper", value_parser = ["paper", "reference"], requires = "guard")]
-    pub bias_rule: String,
+    #[command(flatten)]
+    pub guided: GuidanceArgs,
     /// With --steer and/or --guard: also generate with the plain model (same prompt and
     /// settings) first, and report both texts and the decode-speed ratio.
     #[arg(long)]
@@ -104,7 +89,7 @@ pub fn scenario_prompt(dir: &std::path::Path) -> Result<String> {
 
 pub fn run(a: Args) -> Result<()> {
     let text = prompt_text(&a)?;
-    if a.compare && a.steer.is_none() && a.guard.is_none() {
+    if a.compare && a.guided.steer.is_none() && a.guided.guard.is_none() {
         bail!("--compare needs --steer and/or --guard (it compares them with the plain model)");
     }
     let mut model = crate::load_model(&a.model)?;
@@ -132,24 +117,9 @@ pub fn run(a: Args) -> Result<()> {
     // The plain model's generation comes first when comparing: the guard's adapters change
     // the model itself.
     let plain = if a.compare { Some(generate(&model, &ids, &params, &mut Guidance::default(), &mut |_, _| {})?) } else { None };
-    let mut steer_hooks = Vec::new();
-    if let Some(arg) = &a.steer {
-        let (hooks, note) = crate::steer::hooks_for(&model, arg, a.alpha, &ids)?;
-        eprintln!("{note}");
-        steer_hooks = hooks;
-    }
-    let mut guidance = Guidance::default();
-    for h in &steer_hooks {
-        guidance.hooks.push(h);
-    }
-    if let Some(dir) = &a.guard {
-        let guard = Guard::load(dir, &model)?;
-        guard.attach(&mut model)?;
-        let t = std::time::Instant::now();
-        let (bias, s) = guard.guidance(&model, &ids, BiasRule::parse(&a.bias_rule)?, a.guard_strength)?;
-        eprintln!("guard: prompt score {s:.4} ({:.2}s), {} bias, strength {}", t.elapsed().as_secs_f64(), a.bias_rule, a.guard_strength);
-        guidance.processors.push(Box::new(bias));
-    }
+    let method = a.guided.method(true)?;
+    method.prepare(&mut model)?;
+    let mut guidance = method.guidance(&model, &ids)?;
     if let Some(base) = plain {
         return compare(&model, &ids, &params, base, &mut guidance, a.json);
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod eval;
 mod generate;
+mod guided;
 mod inspect;
 mod probe;
 mod judge;

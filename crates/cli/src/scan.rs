@@ -10,8 +10,12 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// Source files to scan.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "pairs")]
     pub files: Vec<PathBuf>,
+    /// Instead of files: score both sides of every vulnerable/fixed pair in these jsonl files or
+    /// folders (e.g. ../shared/data/sven/val) and report how often the fixed side scores higher.
+    #[arg(long, conflicts_with = "files")]
+    pub pairs: Vec<PathBuf>,
     /// Guard folder written by `deepguard train`.
     #[arg(long, short)]
     pub guard: PathBuf,
@@ -39,6 +43,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut model = crate::load_model(&a.model)?;
     let guard = Guard::load(&a.guard, &model)?;
     guard.attach(&mut model)?;
+    if !a.pairs.is_empty() {
+        return pairs(&a, &model, &guard);
+    }
     let color = std::io::stdout().is_terminal();
     for f in &a.files {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -65,5 +72,40 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!("wrote {}", path.display());
         }
     }
+    Ok(())
+}
+
+/// Whole functions of each pair (up to --max-tokens): S(fixed) > S(vulnerable) per CWE, next to
+/// "the longer function is the fixed one".
+fn pairs(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()> {
+    use deepguard_methods::data::{self, OnMalformed};
+    let loaded = data::load(&a.pairs, OnMalformed::Skip)?;
+    for s in &loaded.skipped {
+        eprintln!("skipped {s}");
+    }
+    let pb = deepguard_methods::progress::Progress::new(loaded.pairs.len() as u64, "scan pairs", "pairs");
+    let mut by: std::collections::BTreeMap<String, (usize, usize, f64)> = Default::default();
+    let mut rows = Vec::new();
+    for p in &loaded.pairs {
+        let f = scan::scan(guard, model, &p.source, &p.fixed, a.max_tokens)?;
+        let v = scan::scan(guard, model, &p.source, &p.vulnerable, a.max_tokens)?;
+        let e = by.entry(p.cwe.slug()).or_default();
+        e.0 += 1;
+        e.1 += (f.score > v.score) as usize;
+        e.2 += if f.total_tokens > v.total_tokens { 1.0 } else if f.total_tokens == v.total_tokens { 0.5 } else { 0.0 };
+        rows.push(serde_json::json!({"source": p.source, "cwe": p.cwe.slug(), "fixed": f.score, "vulnerable": v.score, "fixed_tokens": f.total_tokens, "vulnerable_tokens": v.total_tokens}));
+        pb.inc(1);
+    }
+    pb.finish();
+    let (n, right, longer) = by.values().fold((0, 0, 0.0), |acc, x| (acc.0 + x.0, acc.1 + x.1, acc.2 + x.2));
+    if a.json {
+        println!("{}", serde_json::json!({"pairs": rows, "fixed_higher": right as f64 / n.max(1) as f64, "length_baseline": longer / n.max(1) as f64, "max_tokens": a.max_tokens}));
+        return Ok(());
+    }
+    println!("| CWE | pairs | S(fixed) > S(vulnerable) | longer side is fixed |\n|---|---|---|---|");
+    for (c, (n, r, l)) in &by {
+        println!("| {c} | {n} | {:.1}% ({r}) | {:.1}% |", 100.0 * *r as f64 / *n as f64, 100.0 * l / *n as f64);
+    }
+    println!("| all | {n} | {:.1}% ({right}) | {:.1}% |", 100.0 * right as f64 / n.max(1) as f64, 100.0 * longer / n.max(1) as f64);
     Ok(())
 }

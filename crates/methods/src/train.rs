@@ -423,8 +423,12 @@ pub fn train(model: &mut Model, train_pairs: &[Pair], val_pairs: &[Pair], cfg: &
         bail!("no training pairs");
     }
     let n_layers = model.cfg().n_layers;
-    let from = cfg.from_layer(n_layers);
+    // Blocks from `from` up run with dense weights in every step; below, features are cached.
+    // Never above the default (top 2), so that the ablations (`--analyzer-only`, other
+    // aggregator modes) reuse the same feature cache.
+    let from = cfg.from_layer(n_layers).min(n_layers.saturating_sub(2));
     let layers = top_layers(n_layers, cfg.agg_layers, cfg.aggregator)?;
+    let cached_layers = top_layers(n_layers, cfg.agg_layers, Mode::Attention)?;
     std::fs::create_dir_all(&run.out).with_context(|| format!("cannot create {}", run.out.display()))?;
     let data_hash = pairs_hash(train_pairs, &format!("train;{}", pairs_hash(val_pairs, "val")));
 
@@ -447,7 +451,7 @@ pub fn train(model: &mut Model, train_pairs: &[Pair], val_pairs: &[Pair], cfg: &
     model.decoder.detach_lora();
     model.decoder.prepare_for_training(from)?;
     let t0 = Instant::now();
-    let spec = FeatureSpec { window: WindowSpec { budget: cfg.window, align: Align::Center, equal_length: false }, from, layers: layers.clone() };
+    let spec = FeatureSpec { window: WindowSpec { budget: cfg.window, align: Align::Center, equal_length: false }, from, layers: cached_layers };
     let train_ex = features::collect(model, train_pairs, &spec, run.cache.as_deref(), "train", run.progress)?;
     let val_ex = features::collect(model, val_pairs, &spec, run.cache.as_deref(), "val", run.progress)?;
     let features_secs = t0.elapsed().as_secs_f64();
