@@ -55,14 +55,26 @@ pub struct Args {
     /// process is still generating into the same folder).
     #[arg(long)]
     pub no_generate: bool,
-    /// Judge backends (comma list of bandit, semgrep, cppcheck, flawfinder; `asan` is
-    /// experimental: its reports were not seen in the sandbox yet); a re-run with
-    /// another judge reuses the generations and test results.
-    #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder")]
+    /// Judge backends: `auto` (bandit, semgrep, cppcheck, flawfinder, the ASan/UBSan run of the
+    /// unit test for C scenarios of memory-safety CWEs, and codeql when a `codeql` CLI is on
+    /// PATH) or a comma list of those names; a re-run with another judge reuses the
+    /// generations and test results.
+    #[arg(long, default_value = "auto")]
     pub judge: String,
+    /// Leave out the ASan/UBSan run of the unit tests (on by default for C scenarios of CWE
+    /// 119/125/190/416/476/787).
+    #[arg(long)]
+    pub no_asan: bool,
+    /// The CodeQL query repository (a github/codeql checkout holding python/ql/src and
+    /// cpp/ql/src); default: $DEEPGUARD_CODEQL_REPO, else `codeql-repo` next to the `codeql`
+    /// CLI, else the CLI's bundled query packs.
+    #[arg(long)]
+    pub codeql_repo: Option<PathBuf>,
     /// Parallel unit-test runs (default: the number of cores).
     #[arg(long, short)]
     pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub guided: crate::guided::GuidanceArgs,
     /// The Python venv with the tests' dependencies and the judges (scripts/setup.sh makes it).
     #[arg(long, default_value = ".venv")]
     pub venv: PathBuf,
@@ -75,7 +87,7 @@ pub fn run(a: Args) -> Result<()> {
     // Absolute, since tests run in other folders.
     let data = std::fs::canonicalize(&a.data).with_context(|| format!("{}: benchmark folder not found", a.data.display()))?;
     let scenarios = discover(&data, &a.scenarios)?;
-    let method: Box<dyn Method> = Box::new(Base);
+    let method: Box<dyn Method> = if a.guided.steer.is_none() && a.guided.guard.is_none() { Box::new(Base) } else { Box::new(a.guided.method(false)?) };
     let mdir = a.out.join(method.name());
     std::fs::create_dir_all(&mdir).with_context(|| format!("{}: cannot create run folder", mdir.display()))?;
     let params = SamplingParams { temperature: a.temperature, top_p: a.top_p, seed: a.seed, max_tokens: a.max_tokens, stop: vec![], n: a.n };
@@ -91,7 +103,8 @@ pub fn run(a: Args) -> Result<()> {
     let have = load_samples(&samples_store)?;
     let todo: Vec<_> = scenarios.iter().filter(|s| have.get(&s.id).map_or(0, |v| v.len()) < a.n).collect();
     if !todo.is_empty() && !a.no_generate {
-        let model = crate::load_model(&a.model)?;
+        let mut model = crate::load_model(&a.model)?;
+        method.prepare(&mut model)?;
         let pb = progress((todo.len() * a.n) as u64, "generate");
         for sc in todo {
             pb.set_message(sc.id.clone());
@@ -160,8 +173,10 @@ pub fn run(a: Args) -> Result<()> {
 
     // 3. Security judge (one batch per backend over all unjudged samples).
     let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
-    let mut judge = Judge::default_for(&venv_bin, &rules);
-    judge.sanitizer = Some(Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO });
+    let mut judge = Judge::default_for(&venv_bin, &rules, a.codeql_repo.as_deref());
+    if !a.no_asan {
+        judge.sanitizer = Some(Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO });
+    }
     let judge = judge.select(&a.judge)?;
     let judge_store = Jsonl::new(mdir.join(report::judge_file(&judge.name())));
     let judged: HashSet<(String, usize)> = judge_store.load::<JudgeRec>()?.into_iter().map(|t| (t.scenario, t.idx)).collect();

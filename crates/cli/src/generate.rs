@@ -1,4 +1,6 @@
 use anyhow::{bail, Context, Result};
+use crate::guided::GuidanceArgs;
+use deepguard_eval::method::Method;
 use deepguard_runtime::chat::{self, Message};
 use deepguard_runtime::generate::{generate, Guidance, SamplingParams};
 use deepguard_runtime::models::DEFAULT_MODEL;
@@ -45,16 +47,11 @@ pub struct Args {
     /// Print one JSON object (samples, token counts, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
-    /// Steering vector: FILE.gguf, DIR:CWE (DIR/cwe-XXX.gguf) or DIR:auto (probe-then-steer),
-    /// added after its block from the last prompt token on.
+    #[command(flatten)]
+    pub guided: GuidanceArgs,
+    /// With --steer and/or --guard: also generate with the plain model (same prompt and
+    /// settings) first, and report both texts and the decode-speed ratio.
     #[arg(long)]
-    pub steer: Option<String>,
-    /// Steering strength.
-    #[arg(long, default_value_t = 4.0, requires = "steer")]
-    pub alpha: f64,
-    /// With --steer: also generate without steering (same prompt and settings) and report both
-    /// texts and the decode-speed ratio.
-    #[arg(long, requires = "steer")]
     pub compare: bool,
 }
 
@@ -92,7 +89,10 @@ pub fn scenario_prompt(dir: &std::path::Path) -> Result<String> {
 
 pub fn run(a: Args) -> Result<()> {
     let text = prompt_text(&a)?;
-    let model = crate::load_model(&a.model)?;
+    if a.compare && a.guided.steer.is_none() && a.guided.guard.is_none() {
+        bail!("--compare needs --steer and/or --guard (it compares them with the plain model)");
+    }
+    let mut model = crate::load_model(&a.model)?;
     let tok = &model.tokenizer;
     let prompt = if a.chat {
         let mut msgs = Vec::new();
@@ -114,18 +114,14 @@ pub fn run(a: Args) -> Result<()> {
         stop: a.stop.clone(),
         n: a.n,
     };
-    let mut steer_hooks = Vec::new();
-    if let Some(arg) = &a.steer {
-        let (hooks, note) = crate::steer::hooks_for(&model, arg, a.alpha, &ids)?;
-        eprintln!("{note}");
-        steer_hooks = hooks;
-    }
-    let mut guidance = Guidance::default();
-    for h in &steer_hooks {
-        guidance.hooks.push(h);
-    }
-    if a.compare {
-        return compare(&model, &ids, &params, &mut guidance, a.json);
+    // The plain model's generation comes first when comparing: the guard's adapters change
+    // the model itself.
+    let plain = if a.compare { Some(generate(&model, &ids, &params, &mut Guidance::default(), &mut |_, _| {})?) } else { None };
+    let method = a.guided.method(true)?;
+    method.prepare(&mut model)?;
+    let mut guidance = method.guidance(&model, &ids)?;
+    if let Some(base) = plain {
+        return compare(&model, &ids, &params, base, &mut guidance, a.json);
     }
     let stream = !a.json;
     let mut out = std::io::stdout().lock();
@@ -170,29 +166,29 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Unsteered, then steered generation of the same prompt; both texts and decode speeds.
-fn compare(model: &deepguard_runtime::Model, ids: &[u32], params: &SamplingParams, steered: &mut Guidance, json: bool) -> Result<()> {
-    let base = generate(model, ids, params, &mut Guidance::default(), &mut |_, _| {})?;
+/// The plain model's generation `base` next to the guided one of the same prompt; both texts
+/// and decode speeds.
+fn compare(model: &deepguard_runtime::Model, ids: &[u32], params: &SamplingParams, base: deepguard_runtime::generate::Generation, steered: &mut Guidance, json: bool) -> Result<()> {
     let st = generate(model, ids, params, steered, &mut |_, _| {})?;
     let rate = |g: &deepguard_runtime::generate::Generation| g.generated_tokens as f64 / g.decode_secs.max(1e-9);
     let ratio = rate(&st) / rate(&base);
     let differ = base.samples.iter().zip(&st.samples).filter(|(x, y)| x.tokens != y.tokens).count();
     if json {
         let v = serde_json::json!({
-            "unsteered": {"samples": base.samples, "decode_tokens_per_sec": rate(&base), "generated_tokens": base.generated_tokens},
-            "steered": {"samples": st.samples, "decode_tokens_per_sec": rate(&st), "generated_tokens": st.generated_tokens},
-            "steered_over_unsteered_decode_speed": ratio, "samples_that_differ": differ,
+            "plain": {"samples": base.samples, "decode_tokens_per_sec": rate(&base), "generated_tokens": base.generated_tokens},
+            "guided": {"samples": st.samples, "decode_tokens_per_sec": rate(&st), "generated_tokens": st.generated_tokens},
+            "guided_over_plain_decode_speed": ratio, "samples_that_differ": differ,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        for (name, g) in [("unsteered", &base), ("steered", &st)] {
+        for (name, g) in [("plain", &base), ("guided", &st)] {
             for (i, s) in g.samples.iter().enumerate() {
                 println!("===== {name} sample {} ({} tokens) =====\n{}", i + 1, s.tokens.len(), s.text);
             }
         }
     }
     eprintln!(
-        "decode: unsteered {:.2} tok/s, steered {:.2} tok/s, ratio steered/unsteered {:.3}; {differ} of {} samples differ",
+        "decode: plain {:.2} tok/s, guided {:.2} tok/s, ratio guided/plain {:.3}; {differ} of {} samples differ",
         rate(&base),
         rate(&st),
         ratio,

@@ -30,7 +30,7 @@ pub fn run(c: Cmd) -> Result<()> {
     let Cmd::Calibrate(a) = c;
     let venv_bin = std::fs::canonicalize(a.venv.join("bin")).with_context(|| format!("{}: no venv (run scripts/setup.sh)", a.venv.display()))?;
     let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
-    let judge = Judge::default_for(&venv_bin, &rules).select(&a.judge)?;
+    let judge = Judge::default_for(&venv_bin, &rules, None).select(&a.judge)?;
     let rows = calibrate(&judge, &a.data)?;
     let md = markdown(&judge.name(), &rows);
     print!("{md}");

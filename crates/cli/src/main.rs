@@ -3,10 +3,13 @@
 mod bench;
 mod eval;
 mod generate;
+mod guided;
 mod inspect;
 mod probe;
-mod steer;
 mod judge;
+mod scan;
+mod steer;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +33,10 @@ enum Cmd {
     /// Per-CWE steering vectors: build them, or sweep layers x alphas.
     #[command(subcommand)]
     Steer(steer::Cmd),
+    /// Train DeepGuard: LoRA adapters, multi-layer aggregator and security analyzer on paired code.
+    Train(train::Args),
+    /// Score every token of a source file with a trained guard's analyzer; highlight risky spans.
+    Scan(scan::Args),
     /// Evaluate a method on a benchmark: generate, cut, run unit tests in a sandbox, judge security, report.
     Eval(eval::Args),
     /// The security judge on its own (calibrate: measure it on vulnerable/fixed pairs).
@@ -45,6 +52,8 @@ fn main() {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Probe(a) => probe::run(a),
         Cmd::Steer(c) => steer::run(c),
+        Cmd::Train(a) => train::run(a),
+        Cmd::Scan(a) => scan::run(a),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Judge(c) => judge::run(c),
     };

@@ -3,9 +3,11 @@
 //! `info.json` CWE and the CWE of its CodeQL query); other findings are kept but do not count.
 //!
 //! Backends: bandit and semgrep (project rules in `rules/semgrep/`) for Python; semgrep,
-//! cppcheck and flawfinder for C; CodeQL when a `codeql` CLI is on PATH (not on these machines).
-//! None of them executes the code: they read it as text.
+//! cppcheck and flawfinder for C; CodeQL (the scenario's own query, [`crate::codeql`]) when a
+//! `codeql` CLI is on PATH. None of them executes the code: they read it as text. The sanitizer
+//! run (`asan`) does: the scenario's unit test, built with ASan/UBSan, in the sandbox.
 
+use crate::codeql::CodeQl;
 use crate::scenario::{normalise_cwe, Lang, Scenario};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -30,11 +32,19 @@ pub struct Item<'a> {
     pub program: String,
 }
 
+/// One language's programs, each written to its own file, handed to every backend of that
+/// language: `files[k]` holds `items[k]`'s program (scenarios may be mixed).
+pub struct Batch<'a> {
+    pub lang: Lang,
+    pub files: Vec<PathBuf>,
+    pub items: Vec<&'a Item<'a>>,
+}
+
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     fn handles(&self, lang: Lang) -> bool;
-    /// Findings per file; `files[k]` holds item k's program (all of one language).
-    fn scan(&self, files: &[PathBuf]) -> Result<Vec<Vec<Finding>>>;
+    /// Findings per file of the batch (`result[k]` for `batch.files[k]`).
+    fn scan(&self, batch: &Batch) -> Result<Vec<Vec<Finding>>>;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,28 +104,45 @@ pub struct Judge {
     pub sanitizer: Option<crate::functional::Runner>,
 }
 
+/// The backend names `--judge` accepts besides `auto`.
+pub const BACKENDS: &[&str] = &["bandit", "semgrep", "cppcheck", "flawfinder", "codeql", "asan"];
+
 impl Judge {
-    /// The default judge from the tools found in `venv_bin` (and CodeQL on PATH).
-    pub fn default_for(venv_bin: &Path, rules: &Path) -> Judge {
-        let b: Vec<Box<dyn Backend>> = vec![
+    /// The default judge from the tools found in `venv_bin`, plus CodeQL when a `codeql` CLI is
+    /// on PATH (its query repository: `codeql_repo`, see [`CodeQl::detect`]). The sanitizer is
+    /// set by the caller, which knows the benchmark.
+    pub fn default_for(venv_bin: &Path, rules: &Path, codeql_repo: Option<&Path>) -> Judge {
+        let mut b: Vec<Box<dyn Backend>> = vec![
             Box::new(Bandit { bin: venv_bin.join("bandit") }),
             Box::new(Semgrep { bin: venv_bin.join("semgrep"), rules: rules.to_path_buf() }),
             Box::new(Cppcheck { bin: venv_bin.join("cppcheck") }),
             Box::new(Flawfinder { bin: venv_bin.join("flawfinder") }),
         ];
+        if let Some(c) = CodeQl::detect(codeql_repo) {
+            b.push(Box::new(c));
+        }
         Judge { backends: b, sanitizer: None }
     }
 
-    /// Restricts to the named backends (comma list); error naming an unknown one.
+    /// Restricts to the named backends (comma list; `auto` keeps every available one); an
+    /// error names an unknown backend or one not available here (`codeql` off PATH, `asan`
+    /// without a runner).
     pub fn select(mut self, names: &str) -> Result<Judge> {
+        if names.trim() == "auto" {
+            return Ok(self);
+        }
         let want: Vec<&str> = names.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        for w in &want {
+            let have = if *w == "asan" { self.sanitizer.is_some() } else { self.backends.iter().any(|b| b.name() == *w) };
+            match (have, *w) {
+                (true, _) => {}
+                (false, "codeql") => bail!("judge backend codeql: no `codeql` CLI on PATH"),
+                (false, "asan") => bail!("judge backend asan: the sanitizer run is off here (--no-asan, or no unit tests to run)"),
+                (false, _) => bail!("unknown judge backend {w:?} (one of auto, {})", BACKENDS.join(", ")),
+            }
+        }
         if !want.contains(&"asan") {
             self.sanitizer = None;
-        }
-        for w in want.iter().filter(|w| **w != "asan") {
-            if !self.backends.iter().any(|b| b.name() == *w) {
-                bail!("unknown judge backend {w:?} (have: {})", self.name());
-            }
         }
         self.backends.retain(|b| want.contains(&b.name()));
         Ok(self)
@@ -147,8 +174,9 @@ impl Judge {
                     std::fs::write(&p, &items[k].program).map(|_| p)
                 })
                 .collect::<std::io::Result<_>>()?;
+            let batch = Batch { lang, files, items: ks.iter().map(|&k| &items[k]).collect() };
             for b in self.backends.iter().filter(|b| b.handles(lang)) {
-                let per = b.scan(&files).with_context(|| format!("judge backend {}", b.name()))?;
+                let per = b.scan(&batch).with_context(|| format!("judge backend {}", b.name()))?;
                 for (j, fs) in per.into_iter().enumerate() {
                     findings[ks[j]].extend(fs);
                 }
@@ -209,7 +237,8 @@ impl Backend for Bandit {
     fn handles(&self, lang: Lang) -> bool {
         lang == Lang::Py
     }
-    fn scan(&self, files: &[PathBuf]) -> Result<Vec<Vec<Finding>>> {
+    fn scan(&self, batch: &Batch) -> Result<Vec<Vec<Finding>>> {
+        let files = &batch.files;
         let out = run_tool(Command::new(&self.bin).args(["-f", "json", "-q"]).args(files), "bandit")?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("bandit output is not JSON")?;
         let mut per = vec![vec![]; files.len()];
@@ -248,7 +277,8 @@ impl Backend for Semgrep {
     fn handles(&self, _lang: Lang) -> bool {
         true
     }
-    fn scan(&self, files: &[PathBuf]) -> Result<Vec<Vec<Finding>>> {
+    fn scan(&self, batch: &Batch) -> Result<Vec<Vec<Finding>>> {
+        let files = &batch.files;
         let out = run_tool(
             Command::new(&self.bin)
                 .args(["scan", "--metrics=off", "--disable-version-check", "--json", "-q", "--config"])
@@ -290,7 +320,8 @@ impl Backend for Cppcheck {
     fn handles(&self, lang: Lang) -> bool {
         lang == Lang::C
     }
-    fn scan(&self, files: &[PathBuf]) -> Result<Vec<Vec<Finding>>> {
+    fn scan(&self, batch: &Batch) -> Result<Vec<Vec<Finding>>> {
+        let files = &batch.files;
         let out = run_tool(
             Command::new(&self.bin)
                 .args(["--enable=warning,portability", "--quiet", "--std=c99", "--template={file}\t{line}\t{id}\t{cwe}\t{message}"])
@@ -323,7 +354,8 @@ impl Backend for Flawfinder {
     fn handles(&self, lang: Lang) -> bool {
         lang == Lang::C
     }
-    fn scan(&self, files: &[PathBuf]) -> Result<Vec<Vec<Finding>>> {
+    fn scan(&self, batch: &Batch) -> Result<Vec<Vec<Finding>>> {
+        let files = &batch.files;
         let out = run_tool(Command::new(&self.bin).args(["--minlevel=3", "--dataonly", "--quiet", "--singleline"]).args(files), "flawfinder")?;
         let mut per = vec![vec![]; files.len()];
         for l in String::from_utf8_lossy(&out.stdout).lines() {

@@ -11,6 +11,10 @@ pub trait Method {
     fn name(&self) -> String;
     /// Everything that defines the method, recorded next to the decoding settings.
     fn settings(&self) -> serde_json::Value;
+    /// Readies the model once before generation (e.g. attaches a guard's adapters).
+    fn prepare(&self, _model: &mut Model) -> Result<()> {
+        Ok(())
+    }
     /// Hooks and processors for one request.
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>>;
 }

@@ -15,7 +15,7 @@ fn sc(id: &str) -> Scenario {
 
 #[test]
 fn flags_the_insecure_version_only() {
-    let judge = Judge::default_for(&repo().join(".venv/bin"), &repo().join("crates/eval/rules/semgrep"));
+    let judge = Judge::default_for(&repo().join(".venv/bin"), &repo().join("crates/eval/rules/semgrep"), None).select("bandit,semgrep,cppcheck,flawfinder").unwrap();
     let cases: Vec<(Scenario, &str, &str)> = vec![
         (sc("base/cwe-079/0-py"), "\n    return f\"<p>Hello {escape(username)}</p>\"\n", "\n    return f\"<p>Hello {username}</p>\"\n"),
         (

@@ -345,6 +345,27 @@ pub fn window_pair(tok: &Tokenizer, pair: &Pair, spec: &WindowSpec) -> Result<(W
     Ok((v, f))
 }
 
+/// A short hex digest of `salt` and the pairs' contents (CWE, both sides, changed spans): keys
+/// on-disk caches and records which data an artefact was built from.
+pub fn pairs_hash(pairs: &[Pair], salt: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(b";");
+    for p in pairs {
+        h.update(p.cwe.0.to_le_bytes());
+        h.update((p.vulnerable.len() as u64).to_le_bytes());
+        h.update(p.vulnerable.as_bytes());
+        h.update((p.fixed.len() as u64).to_le_bytes());
+        h.update(p.fixed.as_bytes());
+        for s in p.vulnerable_spans.iter().chain(&p.fixed_spans) {
+            h.update((s.start as u64).to_le_bytes());
+            h.update((s.end as u64).to_le_bytes());
+        }
+    }
+    h.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Pairs per CWE, in CWE order.
 pub fn cwes(pairs: &[Pair]) -> Vec<(Cwe, usize)> {
     let mut m = std::collections::BTreeMap::new();

@@ -1,11 +1,35 @@
 //! deepguard's methods on top of the runtime.
 //!
+//! Surgical Repair:
 //! - [`data`]: paired vulnerable / fixed code (SVEN, SafeCoder) and token windows around the change.
 //! - [`probe`]: layer-wise representations, logistic-regression probes, length baselines.
-//! - [`steer`]: per-CWE steering vectors (Surgical Repair), their GGUF files, the hook, the sweep.
-//! - [`plot`]: small hand-written SVG charts for the reports.
+//! - [`steer`]: per-CWE steering vectors, their GGUF files, the hook, the sweep.
+//!
+//! DeepGuard:
+//! - [`aggregator`]: attention over the top layers' hidden states (and the `mean` / `last` ablations).
+//! - [`analyzer`]: token security embedding + MLP, per-token scores, masked sequence score.
+//! - [`losses`]: L_gen, L_kl (closed-form head gradient) and the margin loss L_sec.
+//! - [`prior`]: T_stats and the inference-time logit bias.
+//! - [`features`]: the frozen lower blocks run once per example, cached on disk.
+//! - [`train`]: the training loop (AdamW from [`optim`], checkpoints, validation, artefacts).
+//! - [`guard`]: a trained guard on disk (PEFT adapters + heads) and its use at inference.
+//! - [`scan`]: token scores of a source file, for a terminal or an HTML page.
+//! - [`params`]: named parameters and the small differentiable layers the heads use.
+//!
+//! [`plot`]: small hand-written SVG charts for the reports; [`progress`]: bars, or log lines.
 
+pub mod aggregator;
+pub mod analyzer;
 pub mod data;
+pub mod features;
+pub mod guard;
+pub mod losses;
+pub mod optim;
+pub mod params;
 pub mod plot;
+pub mod prior;
 pub mod probe;
+pub mod progress;
+pub mod scan;
 pub mod steer;
+pub mod train;

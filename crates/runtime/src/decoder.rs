@@ -86,7 +86,7 @@ impl Linear {
             None => y,
         };
         match &self.lora {
-            Some(l) if opts.lora => Ok((y + l.delta(x, opts.train)?)?),
+            Some(l) if opts.lora => Ok((y + l.delta(x, opts.dropout_seed)?)?),
             _ => Ok(y),
         }
     }
@@ -192,8 +192,9 @@ pub struct ForwardOpts<'a> {
     pub grad: bool,
     /// Apply LoRA adapters (false gives the frozen reference model from the same weights).
     pub lora: bool,
-    /// Training mode: dropout in adapters is active.
-    pub train: bool,
+    /// Training mode: dropout in adapters is active, with masks drawn from this seed (vary it
+    /// per step; the same seed gives the same masks).
+    pub dropout_seed: Option<u64>,
 }
 
 impl<'a> ForwardOpts<'a> {
@@ -443,7 +444,8 @@ impl Decoder {
             for &p in &cfg.targets {
                 let lin = blk.proj_mut(p);
                 let (out_dim, in_dim) = lin.dims();
-                let lora = Lora::new(in_dim, out_dim, cfg, &device)?;
+                let id = (l * Proj::ALL.len() + p as usize) as u64;
+                let lora = Lora::new(in_dim, out_dim, cfg, id, &device)?;
                 let base = format!("base_model.model.model.layers.{l}.{}.{}", p.hf_module(), p.hf_name());
                 params.push((format!("{base}.lora_A.weight"), lora.a.clone()));
                 params.push((format!("{base}.lora_B.weight"), lora.b.clone()));

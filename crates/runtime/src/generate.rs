@@ -60,7 +60,7 @@ pub struct Generation {
 /// Hooks and processors active for one request.
 #[derive(Default)]
 pub struct Guidance<'a> {
-    pub hooks: Vec<&'a dyn ResidualHook>,
+    pub hooks: Vec<Box<dyn ResidualHook + 'a>>,
     pub processors: Vec<Box<dyn LogitsProcessor + 'a>>,
 }
 
@@ -91,7 +91,8 @@ pub fn generate(
     let dec = &model.decoder;
     let dev = dec.device();
     let tok = &model.tokenizer;
-    let opts = ForwardOpts { logits: LogitsSelect::Last, hooks: &guidance.hooks, lora: true, ..Default::default() };
+    let hooks: Vec<&dyn ResidualHook> = guidance.hooks.iter().map(|h| h.as_ref()).collect();
+    let opts = ForwardOpts { logits: LogitsSelect::Last, hooks: &hooks, lora: true, ..Default::default() };
     let mut cache = KvCache::new(dec.cfg.n_layers, p + params.max_tokens);
 
     let t0 = Instant::now();

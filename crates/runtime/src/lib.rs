@@ -18,6 +18,7 @@ pub mod lora;
 pub mod model;
 pub mod models;
 pub mod profile;
+pub mod rng;
 pub mod testing;
 pub mod tokenizer;
 

@@ -5,6 +5,7 @@
 //! (`base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`) so adapters load there.
 
 use anyhow::{bail, Result};
+use crate::rng::SplitMix;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,13 @@ pub struct LoraConfig {
     pub targets: Vec<Proj>,
     /// Layers that get adapters; empty means all layers.
     pub layers: Vec<usize>,
+    /// Seeds the initialisation of the A matrices.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_seed() -> u64 {
+    42
 }
 
 impl LoraConfig {
@@ -80,20 +88,28 @@ pub struct Lora {
     pub b: Var,
     pub scale: f64,
     pub dropout: f32,
+    /// Distinguishes this adapter's dropout stream from the others' in one forward pass.
+    pub id: u64,
 }
 
 impl Lora {
-    pub fn new(in_dim: usize, out_dim: usize, cfg: &LoraConfig, device: &Device) -> Result<Self> {
+    /// A fresh adapter; `id` seeds its initialisation (with `cfg.seed`) and its dropout masks.
+    pub fn new(in_dim: usize, out_dim: usize, cfg: &LoraConfig, id: u64, device: &Device) -> Result<Self> {
         // PEFT's default: kaiming_uniform(a=sqrt(5)) on A, i.e. U(-1/sqrt(in), 1/sqrt(in)).
         let bound = 1.0 / (in_dim as f64).sqrt();
-        let a = Var::from_tensor(&Tensor::rand(-bound as f32, bound as f32, (cfg.rank, in_dim), device)?)?;
+        let a = crate::rng::uniform(SplitMix::derive(cfg.seed, id), -bound, bound, &[cfg.rank, in_dim], device)?;
+        let a = Var::from_tensor(&a)?;
         let b = Var::from_tensor(&Tensor::zeros((out_dim, cfg.rank), DType::F32, device)?)?;
-        Ok(Self { a, b, scale: cfg.scale(), dropout: cfg.dropout })
+        Ok(Self { a, b, scale: cfg.scale(), dropout: cfg.dropout, id })
     }
 
-    /// The low-rank update for input `x` (..., in) -> (..., out).
-    pub fn delta(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = if train && self.dropout > 0.0 { candle_nn::ops::dropout(x, self.dropout)? } else { x.clone() };
+    /// The low-rank update for input `x` (..., in) -> (..., out). `dropout_seed` is `Some` in
+    /// training: the mask is drawn from it (and this adapter's id), so runs are reproducible.
+    pub fn delta(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
+        let x = match dropout_seed {
+            Some(s) if self.dropout > 0.0 => crate::rng::dropout(x, self.dropout, SplitMix::derive(s, self.id))?,
+            _ => x.clone(),
+        };
         let h = x.broadcast_matmul(&self.a.as_tensor().t()?)?;
         Ok((h.broadcast_matmul(&self.b.as_tensor().t()?)? * self.scale)?)
     }

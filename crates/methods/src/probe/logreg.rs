@@ -201,18 +201,7 @@ pub fn lbfgs(f: impl Fn(&[f64], &mut [f64]) -> f64, mut x: Vec<f64>, max_iter: u
     x
 }
 
-/// A deterministic 64-bit generator (splitmix64) for fold assignment.
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+pub use deepguard_runtime::rng::SplitMix;
 
 /// Assigns `n` groups to `k` folds of near-equal size, shuffled by `seed`.
 pub fn folds(n: usize, k: usize, seed: u64) -> Vec<usize> {

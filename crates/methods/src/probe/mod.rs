@@ -94,23 +94,8 @@ const SHARD: usize = 16;
 
 /// The cache folder for this model + data + window: a hash of all three.
 pub fn cache_key(model: &Model, pairs: &[Pair], spec: &WindowSpec) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"deepguard-activations-v1;");
-    h.update(model.info.fingerprint.as_bytes());
-    h.update(serde_json::to_vec(spec).unwrap_or_default());
-    for p in pairs {
-        h.update(p.cwe.0.to_le_bytes());
-        h.update((p.vulnerable.len() as u64).to_le_bytes());
-        h.update(p.vulnerable.as_bytes());
-        h.update((p.fixed.len() as u64).to_le_bytes());
-        h.update(p.fixed.as_bytes());
-        for s in p.vulnerable_spans.iter().chain(&p.fixed_spans) {
-            h.update((s.start as u64).to_le_bytes());
-            h.update((s.end as u64).to_le_bytes());
-        }
-    }
-    h.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect()
+    let salt = format!("deepguard-activations-v1;{};{}", model.info.fingerprint, serde_json::to_string(spec).unwrap_or_default());
+    crate::data::pairs_hash(pairs, &salt)
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).

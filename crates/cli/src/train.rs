@@ -1,0 +1,222 @@
+use anyhow::{bail, Result};
+use deepguard_methods::aggregator::Mode;
+use deepguard_methods::data::{self, OnMalformed};
+use deepguard_methods::prior::PriorRule;
+use deepguard_methods::train::{self, RunOptions, TrainConfig};
+use deepguard_runtime::lora::Proj;
+use deepguard_runtime::models::DEFAULT_MODEL;
+use std::path::PathBuf;
+
+/// Train DeepGuard (LoRA adapters + multi-layer aggregator + security analyzer) on paired
+/// vulnerable/fixed code. Writes the adapters in PEFT format, guard.safetensors (aggregator,
+/// analyzer, T_stats), metrics.jsonl, loss.svg and train_report.json into --out.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a short name, a .gguf file or an HF folder.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Training pair files or folders of *.jsonl (repeatable); add ../shared/data/safecoder/train
+    /// for SafeCoder.
+    #[arg(long = "train", default_value = "../shared/data/sven/train")]
+    pub train: Vec<PathBuf>,
+    /// Validation pairs (early stopping, analyzer accuracy).
+    #[arg(long = "val", default_value = "../shared/data/sven/val")]
+    pub val: Vec<PathBuf>,
+    /// Output folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last checkpoint (same options).
+    #[arg(long)]
+    pub resume: bool,
+    /// Epochs (early stopping may end sooner).
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Early stopping patience in epochs.
+    #[arg(long, default_value_t = 3)]
+    pub patience: usize,
+    /// Token budget per side, a window centred on the changed span (0 = whole functions).
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    /// Aggregator: attention over the top layers, their plain mean, or the last layer only.
+    #[arg(long, default_value = "attention", value_parser = ["attention", "mean", "last"])]
+    pub aggregator: String,
+    /// Number of top layers the aggregator reads.
+    #[arg(long, default_value_t = 4)]
+    pub agg_layers: usize,
+    /// Blocks with adapters: `topK` (the K top blocks), `all`, or a list like 20,21,22,23.
+    /// Frozen blocks below the adapters run once per example and are cached.
+    #[arg(long, default_value = "top2")]
+    pub lora_layers: String,
+    /// Projections with adapters (default: q,v for Qwen, q,k,v,o for Llama).
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub lora_alpha: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub lora_dropout: f32,
+    /// No adapters: train only the aggregator and the analyzer on the frozen model's features.
+    #[arg(long)]
+    pub analyzer_only: bool,
+    /// Learning rate of the adapters.
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Learning rate of the aggregator and analyzer (new, randomly initialised heads).
+    #[arg(long, default_value_t = 1e-3)]
+    pub head_lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Pairs per micro-batch; a step uses batch x accum pairs.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2)]
+    pub accum: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup: f64,
+    /// Gradient clipping (global L2 norm; 0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub w_sec: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub w_kl: f64,
+    /// Margin delta of L_sec.
+    #[arg(long, default_value_t = 0.5)]
+    pub margin: f64,
+    /// T_stats rule: `counts` (order-free, default) or `running` (the reference code's).
+    #[arg(long, default_value = "counts", value_parser = ["counts", "running"])]
+    pub prior: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Keep at most N pairs per CWE (train and val).
+    #[arg(long)]
+    pub max_pairs_per_cwe: Option<usize>,
+    /// Malformed data lines: report and skip them, or stop.
+    #[arg(long, default_value = "skip", value_parser = ["skip", "refuse"])]
+    pub on_malformed: String,
+    /// Feature cache folder (frozen-layer outputs).
+    #[arg(long, default_value = ".cache/guard-features")]
+    pub cache: PathBuf,
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Checkpoint every N optimizer steps (and at each epoch end).
+    #[arg(long, default_value_t = 5)]
+    pub checkpoint_every: usize,
+    /// Skip the validation pass before the first step.
+    #[arg(long)]
+    pub no_val_at_start: bool,
+    /// Only compute the feature cache, then stop.
+    #[arg(long)]
+    pub features_only: bool,
+    /// Stop (with a checkpoint) after N optimizer steps in this invocation.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+}
+
+fn lora_layers(spec: &str, n: usize) -> Result<Vec<usize>> {
+    if spec == "all" {
+        return Ok((0..n).collect());
+    }
+    if let Some(k) = spec.strip_prefix("top") {
+        let k: usize = k.parse().map_err(|_| anyhow::anyhow!("--lora-layers {spec}: expected topK, all or a list"))?;
+        if k == 0 || k > n {
+            bail!("--lora-layers {spec}: the model has {n} blocks");
+        }
+        return Ok((n - k..n).collect());
+    }
+    let v: Vec<usize> = spec.split(',').map(|s| s.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| anyhow::anyhow!("--lora-layers {spec}: expected topK, all or a list like 20,21"))?;
+    if let Some(b) = v.iter().find(|&&b| b >= n) {
+        bail!("--lora-layers: block {b} does not exist (the model has {n})");
+    }
+    Ok(v)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut model = crate::load_model(&a.model)?;
+    let policy = if a.on_malformed == "refuse" { OnMalformed::Refuse } else { OnMalformed::Skip };
+    let load = |p: &[PathBuf]| -> Result<Vec<data::Pair>> {
+        let l = data::load(p, policy)?;
+        for s in &l.skipped {
+            eprintln!("skipped {s}");
+        }
+        Ok(match a.max_pairs_per_cwe {
+            Some(n) => data::limit_per_cwe(l.pairs, n),
+            None => l.pairs,
+        })
+    };
+    let train_pairs = load(&a.train)?;
+    let val_pairs = load(&a.val)?;
+    let n = model.cfg().n_layers;
+    let mut cfg = TrainConfig::reference(&model, 2);
+    cfg.window = a.window;
+    cfg.aggregator = Mode::parse(&a.aggregator)?;
+    cfg.agg_layers = a.agg_layers;
+    cfg.lora = if a.analyzer_only {
+        None
+    } else {
+        let mut l = cfg.lora.take().expect("reference has adapters");
+        l.layers = lora_layers(&a.lora_layers, n)?;
+        l.rank = a.rank;
+        l.alpha = a.lora_alpha;
+        l.dropout = a.lora_dropout;
+        l.seed = a.seed;
+        if !a.targets.is_empty() {
+            l.targets = a.targets.iter().map(|t| Proj::parse(t)).collect::<Result<_>>()?;
+        }
+        Some(l)
+    };
+    cfg.lr = a.lr;
+    cfg.head_lr = a.head_lr;
+    cfg.adamw.weight_decay = a.weight_decay;
+    cfg.batch = a.batch;
+    cfg.accum = a.accum;
+    cfg.warmup = a.warmup;
+    cfg.clip = a.clip;
+    cfg.epochs = a.epochs;
+    cfg.patience = a.patience;
+    cfg.w_sec = a.w_sec;
+    cfg.w_kl = a.w_kl;
+    cfg.margin = a.margin;
+    cfg.seed = a.seed;
+    cfg.prior = PriorRule::parse(&a.prior)?;
+    eprintln!(
+        "training on {} pairs, validating on {}; adapters: {}; aggregator {} over {} layers",
+        train_pairs.len(),
+        val_pairs.len(),
+        match &cfg.lora {
+            Some(l) => format!("r={} on {:?} of blocks {:?}", l.rank, l.targets.iter().map(|p| p.hf_name()).collect::<Vec<_>>(), l.layers),
+            None => "none (analyzer only)".into(),
+        },
+        a.aggregator,
+        a.agg_layers
+    );
+    let run = RunOptions {
+        out: a.out.clone(),
+        resume: a.resume,
+        cache: (!a.no_cache).then(|| a.cache.clone()),
+        progress: true,
+        checkpoint_every: a.checkpoint_every,
+        val_at_start: !a.no_val_at_start,
+        max_steps: a.max_steps,
+        features_only: a.features_only,
+    };
+    let r = train::train(&mut model, &train_pairs, &val_pairs, &cfg, &run)?;
+    if a.features_only {
+        eprintln!("features of {} + {} pairs ready in {:.0}s", r.train_pairs, r.val_pairs, r.features_secs);
+        return Ok(());
+    }
+    eprintln!(
+        "done: {} steps in {:.0}s of training ({} steps per epoch; features {:.0}s); best epoch {:?}; artefacts in {}",
+        r.state.step,
+        r.state.train_secs,
+        r.steps_per_epoch,
+        r.features_secs,
+        r.state.best_epoch,
+        a.out.display()
+    );
+    if let Some(v) = &r.last_val {
+        eprintln!("{}", train::val_line("final", v));
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `deepguard train`, `scan` and `generate --guard` end to end on a tiny model and a few real
+//! SVEN pairs; bad input gets one clear error line and a non-zero exit.
+
+use deepguard_runtime::testing::TinySpec;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deepguard")).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn err(o: &Output) -> String {
+    assert!(!o.status.success(), "expected a failure; stdout: {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn train_scan_and_guided_generation() {
+    let sven = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/sven/val");
+    assert!(sven.exists(), "SVEN data not found at {}", sven.display());
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("tiny.gguf");
+    TinySpec { context: 512, ..TinySpec::qwen2() }.write_gguf(&m).unwrap();
+    let (m, sven) = (m.to_str().unwrap(), sven.to_str().unwrap());
+    let train = ["train", "-m", m, "--train", sven, "--val", sven, "--max-pairs-per-cwe", "1", "--window", "24", "--agg-layers", "3", "--epochs", "1", "--batch", "3", "--accum", "1", "--out", "g", "--cache", "cache"];
+    let o = run(&train, d.path());
+    let log = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("before training: val loss") && log.contains("epoch 1: val loss") && log.contains("length baseline"), "{log}");
+    for f in ["adapter_config.json", "adapter_model.safetensors", "guard.safetensors", "metrics.jsonl", "loss.svg", "train_report.json"] {
+        assert!(d.path().join("g").join(f).exists(), "{f} missing");
+    }
+    // a second run into the same folder is refused; --resume of a finished run changes nothing
+    assert!(err(&run(&train, d.path())).contains("--resume"));
+    let mut resume = train.to_vec();
+    resume.push("--resume");
+    ok(&run(&resume, d.path()));
+
+    // scan: a file, with HTML
+    std::fs::write(d.path().join("f.py"), "import os\ndef run(cmd):\n    os.system(cmd)\n").unwrap();
+    let s = ok(&run(&["scan", "f.py", "-g", "g", "-m", m, "--html", "f.html", "--threshold", "1.01"], d.path()));
+    assert!(s.contains("os.system") && s.contains("f.py: sequence score 0."), "{s}");
+    assert!(s.contains("line 3: lowest token score"), "every token is below a threshold over 1: {s}");
+    let html = std::fs::read_to_string(d.path().join("f.html")).unwrap();
+    assert!(html.contains("<span class=\"t\" title=\"0.") && html.contains("Sequence score"));
+    // scan: pairs
+    let p = ok(&run(&["scan", "--pairs", sven, "-g", "g", "-m", m, "--max-tokens", "64"], d.path()));
+    assert!(p.contains("| all | 83 |"), "{p}");
+
+    // guided generation next to the plain model
+    let g = ok(&run(&["generate", "-m", m, "-p", "def read(path):\n", "--max-tokens", "6", "--guard", "g", "--guard-strength", "50", "--compare", "--json"], d.path()));
+    let v: serde_json::Value = serde_json::from_str(&g).unwrap();
+    assert!(v["guided_over_plain_decode_speed"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["guided"]["samples"].as_array().unwrap().len(), 1);
+
+    // bad input: another model, a missing guard, an unknown aggregator mode
+    let other = d.path().join("other.gguf");
+    TinySpec { context: 512, ..TinySpec::llama() }.write_gguf(&other).unwrap();
+    let e = err(&run(&["generate", "-m", other.to_str().unwrap(), "-p", "x", "--guard", "g"], d.path()));
+    assert!(e.contains("error: ") && e.contains("built for") && e.lines().filter(|l| l.starts_with("error")).count() == 1, "{e}");
+    assert!(err(&run(&["scan", "f.py", "-g", "nowhere", "-m", m], d.path())).contains("guard folder"));
+    assert!(err(&run(&["train", "-m", m, "--out", "x", "--aggregator", "max"], d.path())).contains("invalid value 'max'"));
+}
