@@ -84,7 +84,8 @@ fn pairs(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()
         eprintln!("skipped {s}");
     }
     let pb = deepguard_methods::progress::Progress::new(loaded.pairs.len() as u64, "scan pairs", "pairs");
-    let mut by: std::collections::BTreeMap<String, (usize, usize, f64)> = Default::default();
+    // per CWE: pairs, fixed higher, longer-is-fixed, ties (equal scores: identical scored text)
+    let mut by: std::collections::BTreeMap<String, (usize, usize, f64, usize)> = Default::default();
     let mut rows = Vec::new();
     for p in &loaded.pairs {
         let f = scan::scan(guard, model, &p.source, &p.fixed, a.max_tokens)?;
@@ -93,19 +94,23 @@ fn pairs(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()
         e.0 += 1;
         e.1 += (f.score > v.score) as usize;
         e.2 += if f.total_tokens > v.total_tokens { 1.0 } else if f.total_tokens == v.total_tokens { 0.5 } else { 0.0 };
+        e.3 += (f.score == v.score) as usize;
         rows.push(serde_json::json!({"source": p.source, "cwe": p.cwe.slug(), "fixed": f.score, "vulnerable": v.score, "fixed_tokens": f.total_tokens, "vulnerable_tokens": v.total_tokens}));
         pb.inc(1);
     }
     pb.finish();
-    let (n, right, longer) = by.values().fold((0, 0, 0.0), |acc, x| (acc.0 + x.0, acc.1 + x.1, acc.2 + x.2));
+    let (n, right, longer, ties) = by.values().fold((0, 0, 0.0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1, acc.2 + x.2, acc.3 + x.3));
     if a.json {
-        println!("{}", serde_json::json!({"pairs": rows, "fixed_higher": right as f64 / n.max(1) as f64, "length_baseline": longer / n.max(1) as f64, "max_tokens": a.max_tokens}));
+        println!("{}", serde_json::json!({"pairs": rows, "fixed_higher": right as f64 / n.max(1) as f64, "ties": ties, "length_baseline": longer / n.max(1) as f64, "max_tokens": a.max_tokens}));
         return Ok(());
     }
-    println!("| CWE | pairs | S(fixed) > S(vulnerable) | longer side is fixed |\n|---|---|---|---|");
-    for (c, (n, r, l)) in &by {
-        println!("| {c} | {n} | {:.1}% ({r}) | {:.1}% |", 100.0 * *r as f64 / *n as f64, 100.0 * l / *n as f64);
+    println!("| CWE | pairs | S(fixed) > S(vulnerable) | longer side is fixed | ties (same scored text) |\n|---|---|---|---|---|");
+    for (c, (n, r, l, t)) in &by {
+        println!("| {c} | {n} | {:.1}% ({r}) | {:.1}% | {t} |", 100.0 * *r as f64 / *n as f64, 100.0 * l / *n as f64);
     }
-    println!("| all | {n} | {:.1}% ({right}) | {:.1}% |", 100.0 * right as f64 / n.max(1) as f64, 100.0 * longer / n.max(1) as f64);
+    println!("| all | {n} | {:.1}% ({right}) | {:.1}% | {ties} |", 100.0 * right as f64 / n.max(1) as f64, 100.0 * longer / n.max(1) as f64);
+    if ties > 0 {
+        eprintln!("{ties} pairs tie: their first {} tokens are the same on both sides (raise --max-tokens to reach the change)", a.max_tokens);
+    }
     Ok(())
 }
