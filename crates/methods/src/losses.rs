@@ -24,13 +24,16 @@ pub struct HeadLosses {
     pub kl_raw: f64,
 }
 
-/// Log-softmax of one row, in f64 for the sums.
-fn log_softmax(z: &[f32], out: &mut [f64]) {
-    let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = z.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
-    for (o, &x) in out.iter_mut().zip(z) {
-        *o = x as f64 - lse;
+/// exp(z - max z) of one row into `e`; returns (max, sum of e) — the row's log-sum-exp is
+/// `max + ln(sum)`. Sums in f64.
+fn exp_row(z: &[f32], e: &mut [f32]) -> (f32, f64) {
+    let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut s = 0f64;
+    for (o, &x) in e.iter_mut().zip(z) {
+        *o = (x - m).exp();
+        s += *o as f64;
     }
+    (m, s)
 }
 
 /// Values of L_gen and L_kl over positions 0..n-1 of `logits` / `ref_logits` (seq, vocab), where
@@ -65,23 +68,31 @@ pub fn head_losses(logits: &Tensor, ref_logits: &Tensor, ids: &[u32], w_gen: f64
             .map(|(c, (gg, kg))| {
                 let (z, zr) = (&z, &zr);
                 sc.spawn(move || {
-                    let (mut lp, mut lr) = (vec![0f64; v], vec![0f64; v]);
                     let (mut gen, mut kl) = (0.0, 0.0);
                     for (r, (grow, krow)) in gg.chunks_mut(v).zip(kg.chunks_mut(v)).enumerate() {
                         let i = c * per + r;
-                        log_softmax(&z[i * v..(i + 1) * v], &mut lp);
-                        log_softmax(&zr[i * v..(i + 1) * v], &mut lr);
+                        let (zi, zri) = (&z[i * v..(i + 1) * v], &zr[i * v..(i + 1) * v]);
+                        // Two exponentials per entry: exp(z - m) lands in `grow`, exp(z_ref - m_ref)
+                        // in `krow`; both rows are then rewritten in place as gradients.
+                        let (m, s) = exp_row(zi, grow);
+                        let (mr, sr) = exp_row(zri, krow);
+                        let (lse, lse_r) = (m as f64 + s.ln(), mr as f64 + sr.ln());
+                        let (inv_s, inv_sr) = ((1.0 / s) as f32, (1.0 / sr) as f32);
                         let y = ids[i + 1] as usize;
-                        gen -= lp[y];
+                        gen += lse - zi[y] as f64;
+                        // KL(p_ref || p_cur) = sum_j p_ref_j (log p_ref_j - log p_cur_j)
+                        //                    = sum_j p_ref_j (zr_j - z_j) + lse - lse_r.
+                        let mut cross = 0f64;
+                        let inv_n = (1.0 / n) as f32;
                         for j in 0..v {
-                            let (pc, pr) = (lp[j].exp(), lr[j].exp());
-                            if pr > 0.0 {
-                                kl += pr * (lr[j] - lp[j]);
-                            }
-                            grow[j] = (pc / n) as f32;
-                            krow[j] = ((pc - pr) / n) as f32;
+                            let pc = grow[j] * inv_s;
+                            let pr = krow[j] * inv_sr;
+                            cross += pr as f64 * (zri[j] - zi[j]) as f64;
+                            grow[j] = pc * inv_n;
+                            krow[j] = (pc - pr) * inv_n;
                         }
-                        grow[y] -= (1.0 / n) as f32;
+                        kl += cross + lse - lse_r;
+                        grow[y] -= inv_n;
                     }
                     (gen, kl)
                 })

@@ -75,8 +75,17 @@ impl Dense {
         Ok(Self { w: Var::from_tensor(&w)?, b: Var::from_tensor(&b)? })
     }
 
+    /// `x` (..., input) -> (..., output). The leading dimensions are flattened into one matrix
+    /// product: a batched `broadcast_matmul` over (batch, seq, layers, D) would broadcast W to
+    /// every (batch, seq) and give its backward a (seq x D x D) gradient to sum (411 MB per
+    /// projection for 128 tokens at D = 896).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())?)
+        let mut dims = x.dims().to_vec();
+        let input = *dims.last().ok_or_else(|| anyhow::anyhow!("Dense::forward on a scalar"))?;
+        let rows = x.elem_count() / input.max(1);
+        let y = x.reshape((rows, input))?.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())?;
+        *dims.last_mut().unwrap() = self.w.as_tensor().dim(0)?;
+        Ok(y.reshape(dims)?)
     }
 
     pub fn register(&self, p: &mut Params, name: &str) {

@@ -154,6 +154,39 @@ pub struct Trainer<'a> {
     pub adapters: Params,
 }
 
+/// Wall-clock time per part of a training step, printed after training when
+/// `DEEPGUARD_PROFILE=1` (the same switch as the decoder's profile).
+mod step_profile {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    pub const NAMES: [&str; 7] = ["adapted blocks (fwd)", "aggregator+analyzer (fwd)", "head logits (cur+ref)", "head losses", "head gradient matmul", "backward", "grad accumulate+optimizer"];
+    static NS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+    pub struct Span(Option<(usize, Instant)>);
+    pub fn span(i: usize) -> Span {
+        Span(deepguard_runtime::profile::enabled().then(|| (i, Instant::now())))
+    }
+    impl Drop for Span {
+        fn drop(&mut self) {
+            if let Some((i, t)) = self.0 {
+                NS[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    pub fn report(pairs: usize) {
+        if !deepguard_runtime::profile::enabled() || pairs == 0 {
+            return;
+        }
+        let total: u64 = NS.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+        eprintln!("training step profile over {pairs} pairs ({:.3} s per pair in the parts below):", total as f64 / 1e9 / pairs as f64);
+        for (n, a) in NAMES.iter().zip(&NS) {
+            let ns = a.load(Ordering::Relaxed) as f64;
+            eprintln!("  {n:<28} {:>8.3} s/pair  {:>5.1}%", ns / 1e9 / pairs as f64, 100.0 * ns / total.max(1) as f64);
+        }
+    }
+}
+
 impl<'a> Trainer<'a> {
     /// The aggregator's input layers for one side: cached below the adapters, recomputed (with
     /// adapters and gradients) from the first adapted block up. Also returns the final-norm output
@@ -200,12 +233,20 @@ impl<'a> Trainer<'a> {
         let seed = |k: u64| dropout_seed.map(|s| SplitMix::derive(s, k));
         let c = &self.cfg;
         // Secure side: gradients flow into the adapters and the heads.
+        let p = step_profile::span(0);
         let (hs_sec, fin) = self.side_states(&ex.secure, seed(1))?;
+        drop(p);
+        let p = step_profile::span(1);
         let s_sec = self.side_score(&hs_sec, &ex.secure.ids, seed(2))?;
+        drop(p);
         // Vulnerable side: the adapters get no gradient from it, the heads do.
+        let p = step_profile::span(0);
         let (hs_vul, _) = self.side_states(&ex.vulnerable, seed(3))?;
         let hs_vul: Vec<Tensor> = hs_vul.iter().map(|t| t.detach()).collect();
+        drop(p);
+        let p = step_profile::span(1);
         let s_vul = self.side_score(&hs_vul, &ex.vulnerable.ids, seed(4))?;
+        drop(p);
         let l_sec = margin_loss(&s_sec, &s_vul, c.margin)?;
         let mut out = PairOut {
             sec: l_sec.to_scalar::<f32>()? as f64,
@@ -217,19 +258,27 @@ impl<'a> Trainer<'a> {
         if let Some(fin) = fin {
             // L_gen and L_kl from the head, with their closed-form gradient (see `losses`).
             let z = fin.squeeze(0)?;
+            let p = step_profile::span(2);
             let logits = z.detach().matmul(&self.head_w.t()?)?;
             let reference = ex.secure.layers.get(&LayerRef::FinalNorm).ok_or_else(|| anyhow!("feature cache lacks the reference final norm"))?;
             let ref_logits = reference.squeeze(0)?.matmul(&self.head_w.t()?)?;
+            drop(p);
+            let p = step_profile::span(3);
             let (hl, g_logits) = head_losses(&logits, &ref_logits, &ex.secure.ids, c.w_gen, c.w_kl, c.kl_clamp)?;
+            drop(p);
             out.gen = hl.gen;
             out.kl = hl.kl;
             if backward.is_some() {
+                let _p = step_profile::span(4);
                 let g_z = g_logits.matmul(&self.head_w)?;
                 objective = (objective + (z * g_z)?.sum_all()?)?;
             }
         }
         let grads = match backward {
-            Some(scale) => Some((objective * scale)?.backward()?),
+            Some(scale) => {
+                let _p = step_profile::span(5);
+                Some((objective * scale)?.backward()?)
+            }
             None => None,
         };
         Ok((out, grads))
@@ -554,6 +603,7 @@ pub fn train(model: &mut Model, train_pairs: &[Pair], val_pairs: &[Pair], cfg: &
                     b.finish();
                 }
                 save_checkpoint(&run.out, &st, &all, &opt)?;
+                step_profile::report(steps_here * cfg.pairs_per_step());
                 return Ok(TrainReport { state: st, train_pairs: train_ex.len(), val_pairs: val_ex.len(), features_secs, steps_per_epoch: spe, params_adapters: adapters.count(), params_heads: heads.count(), last_val, first_val });
             }
             let t_step = Instant::now();
@@ -563,7 +613,10 @@ pub fn train(model: &mut Model, train_pairs: &[Pair], val_pairs: &[Pair], cfg: &
             for (j, &i) in idx.iter().enumerate() {
                 let seed = SplitMix::derive(cfg.seed, (st.step as u64) << 20 | j as u64);
                 let (o, g) = tr.pair(&train_ex[i], Some(seed), Some(scale)).with_context(|| format!("training pair {}", train_ex[i].source))?;
-                opt.accumulate(&g.expect("gradients"))?;
+                {
+                    let _p = step_profile::span(6);
+                    opt.accumulate(&g.expect("gradients"))?;
+                }
                 sum.gen += o.gen * scale;
                 sum.kl += o.kl * scale;
                 sum.sec += o.sec * scale;
@@ -572,7 +625,10 @@ pub fn train(model: &mut Model, train_pairs: &[Pair], val_pairs: &[Pair], cfg: &
                 }
             }
             let factor = lr_factor(st.step, warmup, total_steps);
-            let gnorm = opt.step(factor, cfg.clip)?;
+            let gnorm = {
+                let _p = step_profile::span(6);
+                opt.step(factor, cfg.clip)?
+            };
             st.step += 1;
             st.epoch_step += 1;
             steps_here += 1;
@@ -616,6 +672,7 @@ pub fn train(model: &mut Model, train_pairs: &[Pair], val_pairs: &[Pair], cfg: &
         st.metrics_lines = metrics.lines;
         save_checkpoint(&run.out, &st, &all, &opt)?;
     }
+    step_profile::report(steps_here * cfg.pairs_per_step());
     write_loss_plot(&metrics_path, &run.out.join("loss.svg"))?;
     let report = TrainReport { state: st, train_pairs: train_ex.len(), val_pairs: val_ex.len(), features_secs, steps_per_epoch: spe, params_adapters: adapters.count(), params_heads: heads.count(), last_val, first_val };
     write_atomic(&run.out.join("train_report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
