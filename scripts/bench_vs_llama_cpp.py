@@ -88,6 +88,8 @@ def main():
         print(f"| {name} | {o:.1f} | {r:.1f} | {o / r:.2f} |")
     print(f"| batched n={a.n} aggregate tok/s | {ours['batched_aggregate_tok_s']:.1f} | - | "
           f"{ours['batched_aggregate_tok_s'] / ours['decode_tok_s']:.2f}x our single stream |")
+    print(f"| decode with a steering hook + logits bias (median) | {ours['decode_guided_median_tok_s']:.1f} | - | "
+          f"{ours['guided_over_plain']:.3f}x plain ({ours['decode_plain_median_tok_s']:.1f}) |")
     print(f"| peak RSS MiB (deepguard) | {ours['peak_rss_mib']:.0f} | | |")
     if a.json:
         with open(a.json, "w") as f:

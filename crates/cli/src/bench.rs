@@ -1,5 +1,6 @@
 use anyhow::Result;
 use deepguard_runtime::generate::{generate, Guidance, SamplingParams};
+use deepguard_runtime::hooks::{AddBias, AddVector};
 use deepguard_runtime::models::DEFAULT_MODEL;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -18,6 +19,10 @@ pub struct Args {
     /// Batch size for the batched measurement.
     #[arg(long, short, default_value_t = 10)]
     pub n: usize,
+    /// Plain vs guided decode (a steering hook at the middle block and a dense logits bias):
+    /// this many alternating runs of each; the medians give the overhead ratio.
+    #[arg(long, default_value_t = 3)]
+    pub guided_repeats: usize,
     /// Write the results as JSON to this file as well.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -33,7 +38,21 @@ struct Row {
     batch: usize,
     batched_aggregate_tok_s: f64,
     batched_per_stream_tok_s: f64,
+    /// Median single-stream decode over the alternating runs, without and with guidance.
+    decode_plain_median_tok_s: f64,
+    decode_guided_median_tok_s: f64,
+    /// guided / plain: 0.97 means guidance costs 3%.
+    guided_over_plain: f64,
     peak_rss_mib: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// A code prompt long enough to be cut to any length.
@@ -56,6 +75,9 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.guided_repeats == 0 {
+        anyhow::bail!("--guided-repeats must be at least 1");
+    }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut rows = Vec::new();
     for spec in &a.model {
@@ -75,6 +97,25 @@ pub fn run(a: Args) -> Result<()> {
         let batched = SamplingParams { n: a.n, ..single.clone() };
         let gb = generate(&m, short, &batched, &mut no_eos, &mut |_, _| {})?;
         let agg = gb.generated_tokens as f64 / gb.decode_secs;
+        // Guidance overhead: a steering vector added after the middle block from the last prompt
+        // token on, and a dense bias over the vocabulary at every step, as `--steer` and
+        // `--guard` apply them (small magnitudes: the text stays ordinary code). Plain and guided
+        // runs alternate so that drifts of the machine hit both.
+        let (hidden, vocab) = (m.cfg().hidden_size, m.cfg().vocab_size);
+        let v = deepguard_runtime::rng::normal(7, 0.01, &[hidden], m.decoder.device())?;
+        let bias: Vec<f32> = (0..vocab).map(|i| ((i * 2654435761) % 1000) as f32 * 1e-4).collect();
+        let (mut plain, mut guided) = (Vec::new(), Vec::new());
+        for _ in 0..a.guided_repeats {
+            let g = generate(&m, short, &single, &mut no_eos, &mut |_, _| {})?;
+            plain.push(g.generated_tokens as f64 / g.decode_secs);
+            let mut gd = Guidance::default();
+            gd.processors.push(Box::new(BanTokens(m.tokenizer.stop_ids.iter().copied().collect())));
+            gd.hooks.push(Box::new(AddVector::new(m.cfg().n_layers / 2, &v, 1.0, short.len() - 1)?));
+            gd.processors.push(Box::new(AddBias { bias: bias.clone() }));
+            let g = generate(&m, short, &single, &mut gd, &mut |_, _| {})?;
+            guided.push(g.generated_tokens as f64 / g.decode_secs);
+        }
+        let (pm, gm) = (median(plain), median(guided));
         rows.push(Row {
             model: spec.clone(),
             threads,
@@ -84,15 +125,28 @@ pub fn run(a: Args) -> Result<()> {
             batch: a.n,
             batched_aggregate_tok_s: agg,
             batched_per_stream_tok_s: agg / a.n as f64,
+            decode_plain_median_tok_s: pm,
+            decode_guided_median_tok_s: gm,
+            guided_over_plain: gm / pm,
             peak_rss_mib: peak_rss_mib(),
         });
     }
-    println!("| model | threads | prefill tok/s ({} tok) | decode tok/s | batch n | batched aggregate tok/s | per stream | peak RSS MiB |", a.prompt_tokens);
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| model | threads | prefill tok/s ({} tok) | decode tok/s | batch n | batched aggregate tok/s | per stream | decode plain / guided (median of {}) | peak RSS MiB |", a.prompt_tokens, a.guided_repeats);
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.0} |",
-            r.model, r.threads, r.prefill_tok_s, r.decode_tok_s, r.batch, r.batched_aggregate_tok_s, r.batched_per_stream_tok_s, r.peak_rss_mib
+            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} / {:.1} = {:.3} | {:.0} |",
+            r.model,
+            r.threads,
+            r.prefill_tok_s,
+            r.decode_tok_s,
+            r.batch,
+            r.batched_aggregate_tok_s,
+            r.batched_per_stream_tok_s,
+            r.decode_plain_median_tok_s,
+            r.decode_guided_median_tok_s,
+            r.guided_over_plain,
+            r.peak_rss_mib
         );
     }
     let js = serde_json::to_string_pretty(&rows)?;

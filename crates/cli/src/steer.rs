@@ -123,10 +123,10 @@ fn sweep(a: SweepArgs) -> Result<()> {
         None => (4..n).step_by(4).chain(std::iter::once(n - 1)).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
     };
     let acts = a.data.activations(&model, &pairs)?;
-    let bar = indicatif::ProgressBar::new(val.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("sweep {bar:30} {pos}/{len} pairs  ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    let bar = deepguard_methods::progress::Progress::new(val.len() as u64, "sweep", "pairs");
     let cells = steer::sweep(&model, &acts, pooling, &val, &a.data.spec(), &layers, &alphas, |i| bar.set_position(i as u64))?;
-    bar.finish_and_clear();
+    bar.set_position(val.len() as u64);
+    bar.finish();
     println!("| layer | alpha | security gain (nats/token) | fluency cost (nats/token) |\n|---|---|---|---|");
     for c in &cells {
         println!("| {} | {} | {:+.4} | {:+.4} |", c.layer, c.alpha, c.security_gain, c.fluency_cost);

@@ -65,9 +65,13 @@ impl AdamW {
         let names: Vec<(String, candle_core::Var)> = self.all().map(|(k, v, _)| (k.clone(), v.clone())).collect();
         for (k, var) in names {
             if let Some(g) = grads.get(var.as_tensor()) {
+                // Gradients can carry candle's op graph (a product with a Var records it); the
+                // accumulator and the moments must not, or every step would keep the last one's
+                // graph alive.
+                let g = g.detach();
                 let sum = match self.acc.remove(&k) {
                     Some(a) => (a + g)?,
-                    None => g.clone(),
+                    None => g,
                 };
                 self.acc.insert(k, sum);
             }
@@ -112,7 +116,7 @@ impl AdamW {
             let lr = lr * factor;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + eps)?)?;
             let theta = var.as_tensor();
-            let new = ((theta * (1.0 - lr * weight_decay))? - (update * lr)?)?;
+            let new = ((theta * (1.0 - lr * weight_decay))? - (update * lr)?)?.detach();
             var.set(&new)?;
             self.m.insert(k.clone(), m);
             self.v.insert(k, v);

@@ -29,6 +29,7 @@ impl Progress {
 
     pub fn set_position(&self, pos: u64) {
         self.bar.set_position(pos);
+        self.log_line();
     }
 
     pub fn set_message(&self, msg: String) {
@@ -37,6 +38,11 @@ impl Progress {
 
     pub fn inc(&self, n: u64) {
         self.bar.inc(n);
+        self.log_line();
+    }
+
+    /// Without a terminal: a plain line when 30 s have passed since the last one, or at the end.
+    fn log_line(&self) {
         if self.tty {
             return;
         }

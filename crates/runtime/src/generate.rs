@@ -119,14 +119,17 @@ pub fn generate(
     let t1 = Instant::now();
     let mut steps = 0;
     for step in 0..params.max_tokens {
-        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-        let mut next = Vec::with_capacity(live.len());
-        for (mut l, &s) in rows.into_iter().zip(&live) {
+        let mut rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        // Processors run in order (they may keep per-sample state); then the rows are sampled
+        // in parallel, each with its own sample's generator.
+        for (l, &s) in rows.iter_mut().zip(&live) {
             for proc in guidance.processors.iter_mut() {
-                proc.process(s, step, &mut l)?;
+                proc.process(s, step, l)?;
             }
-            let id = sample_token(&mut l, params.temperature, params.top_p, &mut rngs[s]);
-            next.push(id);
+        }
+        let next = sample_rows(&mut rows, &live, &mut rngs, params.temperature, params.top_p);
+        for (r, &s) in live.iter().enumerate() {
+            let id = next[r];
             if tok.stop_ids.contains(&id) {
                 finish[s] = Some(FinishReason::Eos);
                 continue;
@@ -157,6 +160,7 @@ pub fn generate(
         if keep.is_empty() {
             break;
         }
+        let mut next = next;
         if keep.len() < live.len() {
             cache.retain_rows(&keep, dev)?;
             next = keep.iter().map(|&r| next[r]).collect();
@@ -189,6 +193,27 @@ fn safe_prefix(text: &str, stops: &[String]) -> usize {
         safe -= 1;
     }
     safe
+}
+
+/// One token per row; row `r` belongs to sample `live[r]` (ascending) and draws from
+/// `rngs[live[r]]`. Rows are split between threads: sampling a 151,936-entry row costs about a
+/// millisecond, a tenth of a batched decode step for n = 10 on one thread.
+fn sample_rows(rows: &mut [Vec<f32>], live: &[usize], rngs: &mut [rand::rngs::StdRng], temperature: f64, top_p: f64) -> Vec<u32> {
+    let mut mine: Vec<&mut rand::rngs::StdRng> = rngs.iter_mut().enumerate().filter(|(i, _)| live.binary_search(i).is_ok()).map(|(_, r)| r).collect();
+    debug_assert_eq!(mine.len(), rows.len());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(rows.len());
+    if threads <= 1 || temperature <= 0.0 {
+        return rows.iter_mut().zip(mine.iter_mut()).map(|(l, g)| sample_token(l, temperature, top_p, *g)).collect();
+    }
+    let per = rows.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = rows
+            .chunks_mut(per)
+            .zip(mine.chunks_mut(per))
+            .map(|(rs, gs)| sc.spawn(move || rs.iter_mut().zip(gs.iter_mut()).map(|(l, g)| sample_token(l, temperature, top_p, *g)).collect::<Vec<u32>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("sampling thread")).collect()
+    })
 }
 
 /// Greedy when `temperature <= 0`; otherwise nucleus sampling from softmax(logits / T).
