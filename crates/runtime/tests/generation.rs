@@ -64,6 +64,13 @@ fn batched_samples_differ_are_seeded_and_match_single_stream() {
     // sample 0 of the batch uses the same RNG stream as a single-sample run: identical tokens
     let single = gen(&m, &SamplingParams { n: 1, ..p.clone() });
     assert_eq!(single.samples[0].tokens, a.samples[0].tokens);
+    // Every sample i draws from the stream seeded seed + i * 0x9E3779B97F4A7C15, whichever thread
+    // samples its row: a single run with that seed reproduces it.
+    for (i, s) in a.samples.iter().enumerate() {
+        let seed = p.seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let one = gen(&m, &SamplingParams { n: 1, seed, ..p.clone() });
+        assert_eq!(one.samples[0].tokens, s.tokens, "sample {i} of the batch differs from its single-stream run");
+    }
     assert_eq!(a.generated_tokens, a.samples.iter().map(|s| s.tokens.len()).sum::<usize>());
 }
 
