@@ -73,6 +73,8 @@ pub struct Sandbox {
     pub expose: Vec<PathBuf>,
 }
 
+/// Sandboxed runs use uids 61000 .. 61000 + UID_SPAN (below nobody = 65534).
+const UID_SPAN: u32 = 4000;
 static NEXT_UID: AtomicU32 = AtomicU32::new(0);
 
 /// Checks that bubblewrap is installed and can create the namespaces here.
@@ -105,8 +107,13 @@ impl Sandbox {
         if argv.is_empty() {
             bail!("sandbox: empty command");
         }
-        // A fresh unprivileged uid per run: RLIMIT_NPROC counts processes per uid.
-        let uid = 61000 + NEXT_UID.fetch_add(1, Ordering::Relaxed) % 2000;
+        // A fresh unprivileged uid per run: RLIMIT_NPROC counts processes per uid. The sequence
+        // starts at an offset drawn from the process id, so that two processes sandboxing at
+        // the same time (two evals, or tests run as separate processes) do not start on the same
+        // uid: a fork bomb in one would exhaust the other's process limit.
+        static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let base = *BASE.get_or_init(|| ((std::process::id() as u64).wrapping_mul(2_654_435_761) % UID_SPAN as u64) as u32);
+        let uid = 61000 + (base + NEXT_UID.fetch_add(1, Ordering::Relaxed)) % UID_SPAN;
         let work = self.work.canonicalize().with_context(|| format!("{}: sandbox work folder missing", self.work.display()))?;
         // Mount points inside the work folder are made here, traversable by the sandbox's uid.
         for (_, inside) in &self.ro_binds {
