@@ -90,8 +90,9 @@ pub fn run(a: Args) -> Result<()> {
         let prefill = prompt.len() as f64 / g.prefill_secs;
         let short = &prompt[..32.min(prompt.len())];
         let single = SamplingParams { max_tokens: a.gen_tokens, temperature: 0.8, top_p: 0.95, ..Default::default() };
+        let ban_eos = || Box::new(BanTokens(m.tokenizer.stop_ids.iter().copied().collect()));
         let mut no_eos = Guidance::default();
-        no_eos.processors.push(Box::new(BanTokens(m.tokenizer.stop_ids.iter().copied().collect())));
+        no_eos.processors.push(ban_eos());
         let g1 = generate(&m, short, &single, &mut no_eos, &mut |_, _| {})?;
         let decode = g1.generated_tokens as f64 / g1.decode_secs;
         let batched = SamplingParams { n: a.n, ..single.clone() };
@@ -109,7 +110,7 @@ pub fn run(a: Args) -> Result<()> {
             let g = generate(&m, short, &single, &mut no_eos, &mut |_, _| {})?;
             plain.push(g.generated_tokens as f64 / g.decode_secs);
             let mut gd = Guidance::default();
-            gd.processors.push(Box::new(BanTokens(m.tokenizer.stop_ids.iter().copied().collect())));
+            gd.processors.push(ban_eos());
             gd.hooks.push(Box::new(AddVector::new(m.cfg().n_layers / 2, &v, 1.0, short.len() - 1)?));
             gd.processors.push(Box::new(AddBias { bias: bias.clone() }));
             let g = generate(&m, short, &single, &mut gd, &mut |_, _| {})?;

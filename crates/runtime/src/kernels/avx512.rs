@@ -180,11 +180,7 @@ unsafe fn q4k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MA
         for r in 0..R {
             let row = m0 + r;
             let xp = xq.add(row * k + b * 256);
-            let mut isum = _mm512_setzero_si512();
-            for j in 0..4 {
-                let xv = _mm512_loadu_si512(xp.add(64 * j) as *const __m512i);
-                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(wv[j], xv), sv[j]);
-            }
+            let isum = dot_super_block(&wv, &sv, xp);
             let bs = _mm256_loadu_si256(a.bsums.as_ptr().add((row * nb + b) * 16) as *const __m256i);
             let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins));
             let dx = *a.d.get_unchecked(row * nb + b);
@@ -195,6 +191,18 @@ unsafe fn q4k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MA
     for r in 0..R {
         res[r] = _mm512_reduce_add_ps(acc[r]);
     }
+}
+
+/// Integer dot product of a 256-value K-quant super-block with one activation row: four vectors
+/// of 64 unsigned weights `q`, each byte pair scaled by its sub-block scale in `s` (i16 lanes).
+#[inline(always)]
+unsafe fn dot_super_block(q: &[__m512i; 4], s: &[__m512i; 4], xp: *const i8) -> __m512i {
+    let mut isum = _mm512_setzero_si512();
+    for v in 0..4 {
+        let xv = _mm512_loadu_si512(xp.add(64 * v) as *const __m512i);
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q[v], xv), s[v]);
+    }
+    isum
 }
 
 #[inline(always)]
@@ -235,11 +243,7 @@ unsafe fn q6k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MA
         for r in 0..R {
             let row = m0 + r;
             let xp = xq.add(row * k + b * 256);
-            let mut isum = _mm512_setzero_si512();
-            for v in 0..4 {
-                let xv = _mm512_loadu_si512(xp.add(64 * v) as *const __m512i);
-                isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(qv[v], xv), sv[v]);
-            }
+            let isum = dot_super_block(&qv, &sv, xp);
             // the stored values are q + 32: subtract 32 * sum_g sc[g] * sum(x in g)
             let bs = _mm256_loadu_si256(a.bsums.as_ptr().add((row * nb + b) * 16) as *const __m256i);
             let corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
