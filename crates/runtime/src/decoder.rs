@@ -12,7 +12,8 @@
 
 use crate::config::{ModelConfig, RopeStyle};
 use crate::hooks::ResidualHook;
-use crate::kernels::QMatrix;
+use crate::kernels::attention::{causal_attention, AttnShape, KvView};
+use crate::kernels::{vmath, QMatrix};
 use crate::kv_cache::KvCache;
 use crate::lora::{Lora, LoraConfig, Proj};
 use crate::profile::{span, Stage};
@@ -348,18 +349,12 @@ impl Decoder {
         };
         let y = {
             let _p = span(Stage::Attn);
-            let kv_len = k.dim(2)?;
-            // Grouped-query attention without copying K/V: fold the query heads that share a KV
-            // head into the row dimension, (b, nkv, group * t, hd).
-            let g = nh / nkv;
-            let q = q.reshape((b, nkv, g * t, hd))?;
-            let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-            let att = match mask {
-                Some(m) => att.reshape((b, nkv, g, t, kv_len))?.broadcast_add(m)?.reshape((b, nkv, g * t, kv_len))?,
-                None => att,
-            };
-            let att = if opts.grad { softmax_diff(&att)? } else { candle_nn::ops::softmax_last_dim(&att)? };
-            att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?
+            let shape = AttnShape { batch: b, n_heads: nh, n_kv_heads: nkv, head_dim: hd, t, pos };
+            let fast = if opts.grad { None } else { fast_attention(&q, &k, &v, shape)? };
+            match fast {
+                Some(y) => y,
+                None => self.attention_ops(&q, &k, &v, mask, shape, opts)?,
+            }
         };
         let o = {
             let _p = span(Stage::OProj);
@@ -382,7 +377,14 @@ impl Decoder {
         };
         let act = {
             let _p = span(Stage::Act);
-            (if opts.grad { (&gate * candle_nn::ops::sigmoid(&gate)?)? } else { gate.silu()? } * up)?
+            if opts.grad {
+                ((&gate * candle_nn::ops::sigmoid(&gate)?)? * up)?
+            } else {
+                match with_cpu_f32(&[&gate, &up], |s| vmath::silu_mul(s[0], s[1]))? {
+                    Some(y) => Tensor::from_vec(y, gate.shape(), gate.device())?,
+                    None => (gate.silu()? * up)?,
+                }
+            }
         };
         let down = {
             let _p = span(Stage::Down);
@@ -390,6 +392,23 @@ impl Decoder {
         };
         let _p = span(Stage::Residual);
         Ok((h + down)?)
+    }
+
+    /// Attention from candle ops: differentiable (training) and device-independent.
+    fn attention_ops(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, s: AttnShape, opts: &ForwardOpts) -> Result<Tensor> {
+        let AttnShape { batch: b, n_heads: nh, n_kv_heads: nkv, head_dim: hd, t, .. } = s;
+        let kv_len = k.dim(2)?;
+        // Grouped-query attention without copying K/V: fold the query heads that share a KV
+        // head into the row dimension, (b, nkv, group * t, hd).
+        let g = nh / nkv;
+        let q = q.reshape((b, nkv, g * t, hd))?;
+        let att = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let att = match mask {
+            Some(m) => att.reshape((b, nkv, g, t, kv_len))?.broadcast_add(m)?.reshape((b, nkv, g * t, kv_len))?,
+            None => att,
+        };
+        let att = if opts.grad { softmax_diff(&att)? } else { candle_nn::ops::softmax_last_dim(&att)? };
+        Ok(att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?)
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor, grad: bool) -> Result<Tensor> {
@@ -493,4 +512,40 @@ pub fn softmax_diff(x: &Tensor) -> Result<Tensor> {
     let m = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&m)?.exp()?;
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// Runs `f` on the f32 contents of CPU tensors with contiguous layouts; `None` (nothing run) for
+/// any other device, dtype or layout.
+fn with_cpu_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Result<Option<R>> {
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (t, (st, layout)) in ts.iter().zip(&guards) {
+        let (candle_core::Storage::Cpu(cpu), true, DType::F32) = (&**st, layout.is_contiguous(), t.dtype()) else { return Ok(None) };
+        let o = layout.start_offset();
+        slices.push(&cpu.as_slice::<f32>()?[o..o + t.elem_count()]);
+    }
+    Ok(Some(f(&slices)))
+}
+
+/// Our attention kernel on CPU f32 tensors: `q` (b, nh, t, hd) contiguous, `k`/`v` (b, nkv,
+/// kv_len, hd) with contiguous rows (views of the KV cache are). `None` where it does not apply.
+fn fast_attention(q: &Tensor, k: &Tensor, v: &Tensor, s: AttnShape) -> Result<Option<Tensor>> {
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (candle_core::Storage::Cpu(qc), candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*qs, &*ks, &*vs) else { return Ok(None) };
+    if q.dtype() != DType::F32 || k.dtype() != DType::F32 || v.dtype() != DType::F32 || !ql.is_contiguous() || k.dim(2)? != s.pos + s.t {
+        return Ok(None);
+    }
+    fn view<'a>(c: &'a candle_core::CpuStorage, l: &candle_core::Layout, hd: usize) -> Result<Option<KvView<'a>>> {
+        let st = l.stride();
+        if st[3] != 1 || st[2] != hd {
+            return Ok(None);
+        }
+        Ok(Some(KvView { data: &c.as_slice::<f32>()?[l.start_offset()..], batch_stride: st[0], head_stride: st[1] }))
+    }
+    let (Some(kv), Some(vv)) = (view(kc, kl, s.head_dim)?, view(vc, vl, s.head_dim)?) else { return Ok(None) };
+    let qv = &qc.as_slice::<f32>()?[ql.start_offset()..ql.start_offset() + q.elem_count()];
+    let y = causal_attention(qv, kv, vv, s);
+    Ok(Some(Tensor::from_vec(y, (s.batch, s.t, s.n_heads * s.head_dim), q.device())?))
 }

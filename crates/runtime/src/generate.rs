@@ -119,6 +119,7 @@ pub fn generate(
     let t1 = Instant::now();
     let mut steps = 0;
     for step in 0..params.max_tokens {
+        let sampling = crate::profile::span(crate::profile::Stage::Sample);
         let mut rows: Vec<Vec<f32>> = logits.to_vec2()?;
         // Processors run in order (they may keep per-sample state); then the rows are sampled
         // in parallel, each with its own sample's generator.
@@ -128,6 +129,7 @@ pub fn generate(
             }
         }
         let next = sample_rows(&mut rows, &live, &mut rngs, params.temperature, params.top_p);
+        drop(sampling);
         for (r, &s) in live.iter().enumerate() {
             let id = next[r];
             if tok.stop_ids.contains(&id) {
@@ -222,36 +224,30 @@ pub fn sample_token(logits: &mut [f32], temperature: f64, top_p: f64, rng: &mut 
         return argmax(logits);
     }
     let inv_t = (1.0 / temperature) as f32;
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for l in logits.iter_mut() {
-        *l = ((*l - max) * inv_t).exp();
-        sum += *l as f64;
-    }
-    let inv_sum = (1.0 / sum) as f32;
-    for l in logits.iter_mut() {
-        *l *= inv_sum;
-    }
+    // unnormalised probabilities e^((l - max) / T); every comparison below is scaled by their sum
+    let max = crate::kernels::vmath::max(logits);
+    let sum = crate::kernels::vmath::exp_shifted_sum(logits, max, inv_t);
     // The nucleus is a prefix of the tokens sorted by probability. Sorting the whole vocabulary
     // every step is slow, so sort only the tokens above a threshold whose mass already reaches
     // top_p: the nucleus is then guaranteed to be among them (exact, not an approximation).
-    let top_p = top_p.clamp(0.0, 1.0);
-    let mut threshold = 1e-4f32;
+    let target = top_p.clamp(0.0, 1.0) * sum;
+    let mut threshold = 1e-4 * sum;
     let mut cand: Vec<(u32, f32)>;
     loop {
-        cand = logits.iter().enumerate().filter(|(_, &p)| p >= threshold).map(|(i, &p)| (i as u32, p)).collect();
+        let t = threshold as f32;
+        cand = logits.iter().enumerate().filter(|(_, &p)| p >= t).map(|(i, &p)| (i as u32, p)).collect();
         let mass: f64 = cand.iter().map(|c| c.1 as f64).sum();
-        if mass >= top_p || threshold == 0.0 {
+        if mass >= target || threshold == 0.0 {
             break;
         }
-        threshold = if threshold < 1e-12 { 0.0 } else { threshold * 1e-3 };
+        threshold = if threshold < 1e-12 * sum { 0.0 } else { threshold * 1e-3 };
     }
     cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut cum = 0f64;
     let mut cut = cand.len();
     for (i, c) in cand.iter().enumerate() {
         cum += c.1 as f64;
-        if cum >= top_p {
+        if cum >= target {
             cut = i + 1;
             break;
         }

@@ -25,10 +25,12 @@ pub enum Stage {
     Residual,
     /// Final norm and output projection.
     Head,
+    /// Logits to host rows, logits processors and sampling (generation only).
+    Sample,
 }
 
-const N: usize = 11;
-const NAMES: [&str; N] = ["embed", "norm", "qkv", "rope+cache", "attention", "o_proj", "gate+up", "silu*up", "down", "residual+hooks", "head"];
+const N: usize = 12;
+const NAMES: [&str; N] = ["embed", "norm", "qkv", "rope+cache", "attention", "o_proj", "gate+up", "silu*up", "down", "residual+hooks", "head", "sampling"];
 
 static NS: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 /// Of which inside the quantized matmul kernels (activation quantization included).

@@ -40,7 +40,7 @@ fn every_type_matches_dequantize_then_multiply() {
             let q = QTensor::quantize(&wf, dt).unwrap();
             let qm = QMatrix::from_qtensor(&q).unwrap().expect("supported type");
             let wd = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
-            for m in [1usize, 3, 4, 5, 8, 9, 13] {
+            for m in [1usize, 3, 4, 5, 8, 9, 10, 12, 13, 25] {
                 let x = random(m, k, 5 + m as u64).flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let acts = QActs::quantize(WType::from_ggml(dt).unwrap().act(), &x, m, k);
                 for isa in isas() {

@@ -1,5 +1,6 @@
 //! Activation quantization, bit-for-bit as ggml (and candle) do it.
 
+use super::SendPtr;
 use half::f16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,17 +116,6 @@ fn expand_pairs(v: &[f32], m: usize, nb: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    // a method, so that closures capture the wrapper rather than the raw pointer field
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// One row: `qs` (k), `d` (one per block), `s` (Q8_1: one per block), `bsums` (Q8K: k / 16).

@@ -33,7 +33,11 @@ pub unsafe fn dot_rows(t: WType, w: &[u8], a: &QActs, m0: usize, mr: usize, res:
         5 => rows::<5>(t, w, a, m0, res),
         6 => rows::<6>(t, w, a, m0, res),
         7 => rows::<7>(t, w, a, m0, res),
-        _ => rows::<8>(t, w, a, m0, res),
+        8 => rows::<8>(t, w, a, m0, res),
+        9 => rows::<9>(t, w, a, m0, res),
+        10 => rows::<10>(t, w, a, m0, res),
+        11 => rows::<11>(t, w, a, m0, res),
+        _ => rows::<12>(t, w, a, m0, res),
     }
 }
 
