@@ -41,9 +41,6 @@ pub struct QActs {
     pub d16: Vec<f32>,
     /// Q8_1: the same expansion of `s`.
     pub s16: Vec<f32>,
-    /// Q8_0: `qs + 128` as unsigned bytes (512-bit kernels multiply these with signed weights and
-    /// subtract `128 * sum(w)`, which costs nothing per activation row).
-    pub qu: Vec<u8>,
 }
 
 impl QActs {
@@ -62,7 +59,6 @@ impl QActs {
             bsums: if kind == ActKind::Q8K { vec![0; m * k / 16] } else { vec![] },
             d16: vec![],
             s16: vec![],
-            qu: vec![],
         };
         let (qs, d, s, bsums) = (SendPtr(a.qs.as_mut_ptr()), SendPtr(a.d.as_mut_ptr()), SendPtr(a.s.as_mut_ptr()), SendPtr(a.bsums.as_mut_ptr()));
         // SAFETY: row r owns qs[r*k..], d[r*nb..], s[r*nb..], bsums[r*k/16..] of the buffers above.
@@ -86,9 +82,6 @@ impl QActs {
             pool.execute(|tid| rows((tid * per).min(m), ((tid + 1) * per).min(m)));
         } else {
             rows(0, m);
-        }
-        if kind == ActKind::Q8_0 {
-            a.qu = a.qs.iter().map(|&q| (q as u8) ^ 0x80).collect();
         }
         if kind != ActKind::Q8K {
             a.d16 = expand_pairs(&a.d, m, nb);

@@ -44,11 +44,6 @@ pub unsafe fn dot_rows(t: WType, w: &[u8], a: &QActs, m0: usize, mr: usize, res:
 #[inline(always)]
 unsafe fn rows<const R: usize>(t: WType, w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
     match t {
-        // several activation rows: signed weights against unsigned activations (one operation
-        // less per row); one row: the sign trick (measured 3-10% faster there on the output head)
-        WType::Q8_0 if R > 1 => blocks32_xu::<R, Q8_0>(w, a, m0, res),
-        WType::Q4_0 if R > 1 => blocks32_xu::<R, Q4_0>(w, a, m0, res),
-        WType::Q5_0 if R > 1 => blocks32_xu::<R, Q5_0>(w, a, m0, res),
         WType::Q8_0 => blocks32::<R, Q8_0>(w, a, m0, res),
         WType::Q4_0 => blocks32::<R, Q4_0>(w, a, m0, res),
         WType::Q4_1 => blocks32::<R, Q4_1>(w, a, m0, res),
@@ -106,19 +101,14 @@ unsafe fn unpack_pair<const T: u8>(p: *const u8, q: *const u8) -> (__m512i, __mm
     }
 }
 
-/// Bytes per 32-block of weight type `T`.
-const fn block_bytes<const T: u8>() -> usize {
-    match T {
+#[inline(always)]
+unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
+    let bb = match T {
         Q8_0 => 34,
         Q4_0 => 18,
         Q4_1 => 20,
         _ => 22,
-    }
-}
-
-#[inline(always)]
-unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
-    let bb = block_bytes::<T>();
+    };
     let k = a.k;
     let nb = k / 32;
     let wp = w.as_ptr();
@@ -153,63 +143,6 @@ unsafe fn blocks32<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, 
     for r in 0..R {
         // each block's min term was added once per lane of its half: 8 times
         res[r] = _mm512_reduce_add_ps(acc[r]) + if T == Q4_1 { _mm512_reduce_add_ps(mins[r]) * 0.125 } else { 0.0 };
-    }
-}
-
-/// Signed weights of blocks `p`, `q` (Q8_0, Q4_0, Q5_0) in element order.
-#[inline(always)]
-unsafe fn signed_pair<const T: u8>(p: *const u8, q: *const u8) -> __m512i {
-    match T {
-        Q8_0 => {
-            let lo = _mm256_loadu_si256(p.add(2) as *const __m256i);
-            let hi = _mm256_loadu_si256(q.add(2) as *const __m256i);
-            _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-        }
-        Q4_0 => _mm512_sub_epi8(nibbles_pair(p.add(2), q.add(2)), _mm512_set1_epi8(8)),
-        _ => {
-            // Q5_0: w = nibble + 16 * bit - 16
-            let nib = nibbles_pair(p.add(6), q.add(6));
-            let hp = std::ptr::read_unaligned(p.add(2) as *const u32) as u64;
-            let hq = std::ptr::read_unaligned(q.add(2) as *const u32) as u64;
-            _mm512_mask_sub_epi8(nib, !(hp | (hq << 32)), nib, _mm512_set1_epi8(16))
-        }
-    }
-}
-
-/// [`blocks32`] for the signed types with the roles swapped: unsigned activations `x + 128` times
-/// signed weights, the accumulator starting at `-128 * sum(w)` (computed once per weight pair), so
-/// each activation row costs one `vpdpbusd` and the scaling, with no sign fix-up. At 10 rows:
-/// 15% less time on the Q8_0 output head and 1-6% on Q5_0 matrices than [`blocks32`] (medians of 30
-/// alternating runs in one process); at one row the head was 3-10% slower, so one row keeps the
-/// sign trick.
-#[inline(always)]
-unsafe fn blocks32_xu<const R: usize, const T: u8>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MAX_GROUP]) {
-    let (bb, k, pairs) = (block_bytes::<T>(), a.k, a.pairs());
-    let (wp, xu, d16) = (w.as_ptr(), a.qu.as_ptr(), a.d16.as_ptr());
-    let mut acc = [_mm512_setzero_ps(); R];
-    let mut b = 0;
-    let nb = k / 32;
-    while b < nb {
-        let full = b + 1 < nb;
-        let p = wp.add(b * bb);
-        let q = if full { p.add(bb) } else { p };
-        let ws = signed_pair::<T>(p, q);
-        let init = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), ws));
-        let dw = pair_f16(p, q);
-        for r in 0..R {
-            let row = m0 + r;
-            let xp = xu.add(row * k + b * 32);
-            // past the last block the scales are 0, so what the upper half holds does not matter
-            let x = if full { _mm512_loadu_si512(xp as *const __m512i) } else { _mm512_maskz_loadu_epi8(0xFFFF_FFFF, xp as *const i8) };
-            let dot = _mm512_dpbusd_epi32(init, x, ws);
-            let e = (row * pairs + b / 2) * 16;
-            let scale = _mm512_mul_ps(dw, _mm512_loadu_ps(d16.add(e)));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
-        }
-        b += 2;
-    }
-    for r in 0..R {
-        res[r] = _mm512_reduce_add_ps(acc[r]);
     }
 }
 
