@@ -13,7 +13,7 @@
 use crate::config::{ModelConfig, RopeStyle};
 use crate::hooks::ResidualHook;
 use crate::kernels::attention::{causal_attention, AttnShape, KvView};
-use crate::kernels::{vmath, QMatrix};
+use crate::kernels::{vmath, with_cpu_f32, QMatrix};
 use crate::kv_cache::KvCache;
 use crate::lora::{Lora, LoraConfig, Proj};
 use crate::profile::{span, Stage};
@@ -512,19 +512,6 @@ pub fn softmax_diff(x: &Tensor) -> Result<Tensor> {
     let m = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&m)?.exp()?;
     Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
-}
-
-/// Runs `f` on the f32 contents of CPU tensors with contiguous layouts; `None` (nothing run) for
-/// any other device, dtype or layout.
-fn with_cpu_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Result<Option<R>> {
-    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
-    let mut slices = Vec::with_capacity(ts.len());
-    for (t, (st, layout)) in ts.iter().zip(&guards) {
-        let (candle_core::Storage::Cpu(cpu), true, DType::F32) = (&**st, layout.is_contiguous(), t.dtype()) else { return Ok(None) };
-        let o = layout.start_offset();
-        slices.push(&cpu.as_slice::<f32>()?[o..o + t.elem_count()]);
-    }
-    Ok(Some(f(&slices)))
 }
 
 /// Our attention kernel on CPU f32 tensors: `q` (b, nh, t, hd) contiguous, `k`/`v` (b, nkv,

@@ -128,7 +128,7 @@ pub fn generate(
                 proc.process(s, step, l)?;
             }
         }
-        let next = sample_rows(&mut rows, &live, &mut rngs, params.temperature, params.top_p);
+        let mut next = sample_rows(&mut rows, &live, &mut rngs, params.temperature, params.top_p);
         drop(sampling);
         for (r, &s) in live.iter().enumerate() {
             let id = next[r];
@@ -162,7 +162,6 @@ pub fn generate(
         if keep.is_empty() {
             break;
         }
-        let mut next = next;
         if keep.len() < live.len() {
             cache.retain_rows(&keep, dev)?;
             next = keep.iter().map(|&r| next[r]).collect();

@@ -252,15 +252,12 @@ pub fn forward_many(mats: &[&QMatrix], x: &Tensor) -> Result<Vec<Tensor>> {
     }
     let m = x.elem_count() / k.max(1);
     let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else { bail!("quantized kernels run on the CPU") };
-    let xv = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.rows]).collect();
-    {
+    with_cpu_f32(&[&x], |xs| {
         let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-        matmul_many(mats, xv, m, &mut refs, Isa::detect());
-    }
-    drop(storage);
+        matmul_many(mats, xs[0], m, &mut refs, Isa::detect());
+    })?
+    .ok_or_else(|| anyhow::anyhow!("quantized kernels run on the CPU"))?;
     outs.into_iter()
         .zip(mats)
         .map(|(o, w)| {
@@ -269,6 +266,19 @@ pub fn forward_many(mats: &[&QMatrix], x: &Tensor) -> Result<Vec<Tensor>> {
             Ok(Tensor::from_vec(o, od, x.device())?)
         })
         .collect()
+}
+
+/// Runs `f` on the f32 contents of CPU tensors with contiguous layouts; `None` (nothing run) for
+/// any other device, dtype or layout.
+pub(crate) fn with_cpu_f32<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Result<Option<R>> {
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (t, (st, layout)) in ts.iter().zip(&guards) {
+        let (candle_core::Storage::Cpu(cpu), true, candle_core::DType::F32) = (&**st, layout.is_contiguous(), t.dtype()) else { return Ok(None) };
+        let o = layout.start_offset();
+        slices.push(&cpu.as_slice::<f32>()?[o..o + t.elem_count()]);
+    }
+    Ok(Some(f(&slices)))
 }
 
 /// outs[i][m][n] = dot(W_i[n], x[m]) for every matrix W_i (all with x's column count).
@@ -329,7 +339,7 @@ pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32
 
 /// How far ahead in the weight stream to prefetch: `DEEPGUARD_PREFETCH=<bytes>` (0 turns it off);
 /// 4 KiB by default. Measured on a 2-core Sapphire Rapids VM: single-stream decode of
-/// Qwen2.5-Coder-0.5B went from 20-22 to 27-31 tokens/s; 2 KiB and 8 KiB were close behind.
+/// Qwen2.5-Coder-0.5B went from 19-22 to 27-31 tokens/s; 2 KiB and 8 KiB were close behind.
 fn prefetch_bytes() -> usize {
     static ON: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("DEEPGUARD_PREFETCH").ok().and_then(|v| v.parse().ok()).unwrap_or(4096))

@@ -1,8 +1,10 @@
-//! Element-wise math for the inference path: `exp`, SiLU(gate) * up, softmax.
+//! Element-wise math for the inference path: softmax numerators with their sum
+//! (`exp_shifted_sum`), SiLU(gate) * up, max, dot, axpy.
 //!
 //! Written as plain loops over fixed-width chunks that LLVM turns into SIMD code for the build's
-//! baseline (AVX2 + FMA here); candle's unary `exp`/`silu` call libm once per element, which made
-//! SiLU * up cost 5 ms per batched decode step and sampling's softmax several more.
+//! baseline (AVX2 + FMA here), with 16-lane AVX-512 versions of the two `exp` users chosen at run
+//! time; candle's unary `exp`/`silu` call libm once per element, which made SiLU * up cost 5 ms per
+//! batched decode step and sampling's softmax several more.
 //!
 //! `exp` is Cephes' `expf` (range reduction by ln 2 in two parts, degree-6 polynomial):
 //! within 2 ulp of libm over the whole range, 0 below -87.3 (where f32 would go subnormal),
@@ -54,29 +56,6 @@ fn hsum(mut a: [f32; W]) -> f32 {
         w /= 2;
     }
     a[0]
-}
-
-/// `x[i] = e^x[i]`.
-pub fn exp_inplace(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512() {
-        // SAFETY: the CPU has AVX-512 F (Isa::detect).
-        unsafe { avx512::exp_shifted_sum(x, 0.0, 1.0) };
-        return;
-    }
-    exp_inplace_portable(x)
-}
-
-fn exp_inplace_portable(x: &mut [f32]) {
-    let mut chunks = x.chunks_exact_mut(W);
-    for c in &mut chunks {
-        for v in c.iter_mut() {
-            *v = exp1(*v);
-        }
-    }
-    for v in chunks.into_remainder() {
-        *v = exp1(*v);
-    }
 }
 
 /// `e^(scale * (x[i] - shift))` in place; returns the sum of the results (16 f64 partial sums,
@@ -251,9 +230,9 @@ mod tests {
     fn exp_is_within_two_ulp_of_libm_over_the_normal_range() {
         let mut xs: Vec<f32> = (0..200_001).map(|i| -87.3 + (88.7 + 87.3) * i as f32 / 200_000.0).collect();
         xs.extend([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 0.5, 88.72, -87.33]);
-        for f in [exp_inplace, exp_inplace_portable] {
+        for f in [exp_shifted_sum, exp_shifted_sum_portable] {
             let mut ys = xs.clone();
-            f(&mut ys);
+            f(&mut ys, 0.0, 1.0);
             let worst = xs.iter().zip(&ys).map(|(&x, &y)| ulps(y, x.exp())).max().unwrap();
             assert!(worst <= 2, "worst error {worst} ulp");
         }
@@ -264,9 +243,9 @@ mod tests {
         // 16 lanes and a tail: both the SIMD body and the scalar remainder see every case
         let base = [f32::NEG_INFINITY, -1000.0, -88.0, 89.0, f32::INFINITY, f32::NAN, 0.0, 88.7];
         let v: Vec<f32> = base.iter().cycle().take(16 + 8).copied().collect();
-        for f in [exp_inplace, exp_inplace_portable] {
+        for f in [exp_shifted_sum, exp_shifted_sum_portable] {
             let mut v = v.clone();
-            f(&mut v);
+            f(&mut v, 0.0, 1.0);
             for c in v.chunks(8) {
                 assert_eq!(&c[..3], &[0.0, 0.0, 0.0]);
                 assert_eq!(c[3], f32::INFINITY);
