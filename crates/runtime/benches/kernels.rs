@@ -23,8 +23,8 @@ fn main() {
     // the scalar reference only with --scalar (it is slow)
     let scalar = std::env::args().any(|a| a == "--scalar");
     let isas: Vec<Isa> = Isa::available().into_iter().filter(|&i| scalar || i != Isa::Scalar || Isa::detect() == Isa::Scalar).collect();
-    println!("| type | rows x cols | isa | m=1 GB/s | m=1 us | m=10 GMAC/s | m=128 GMAC/s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| type | rows x cols | isa | layout | m=1 GB/s | m=1 us | m=10 GMAC/s | m=128 GMAC/s |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (dt, n, k) in [
         (GgmlDType::Q5_0, 4864, 896),
         (GgmlDType::Q5_0, 896, 896),
@@ -40,8 +40,20 @@ fn main() {
             continue;
         }
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-        let q = QMatrix::from_qtensor(&QTensor::quantize(&w, dt).unwrap()).unwrap().unwrap();
-        for &isa in &isas {
+        let plain = QMatrix::from_qtensor(&QTensor::quantize(&w, dt).unwrap()).unwrap().unwrap();
+        let packed = plain.clone().packed();
+        // the interleaved layout where it applies (AVX-512 only: other ISAs read it with the reference)
+        let layouts: Vec<(&QMatrix, Isa)> = isas
+            .iter()
+            .flat_map(|&isa| {
+                let mut v = vec![(&plain, isa)];
+                if packed.is_packed() && isa == Isa::Avx512 {
+                    v.push((&packed, isa));
+                }
+                v
+            })
+            .collect();
+        for (q, isa) in layouts {
             let mut row = vec![];
             for m in [1usize, 10, 128] {
                 if (isa == Isa::Scalar || n * k > 50_000_000) && m == 128 {
@@ -56,7 +68,8 @@ fn main() {
             let bytes = q.bytes().len() as f64;
             let macs = (n * k) as f64;
             println!(
-                "| {dt:?} | {n} x {k} | {isa:?} | {:.1} | {:.0} | {:.1} | {:.1} |",
+                "| {dt:?} | {n} x {k} | {isa:?} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
+                if q.is_packed() { "interleaved" } else { "gguf" },
                 bytes / row[0] / 1e9,
                 row[0] * 1e6,
                 10.0 * macs / row[1] / 1e9,

@@ -34,7 +34,7 @@ pub enum Weight {
 
 impl Weight {
     pub fn quantized(q: Arc<QTensor>) -> Result<Self> {
-        Ok(match QMatrix::from_qtensor(&q)? {
+        Ok(match QMatrix::from_qtensor_for(&q, crate::kernels::Isa::detect())? {
             Some(m) => Weight::Kernel(m),
             None => Weight::Candle(q.clone(), QMatMul::from_arc(q)?),
         })

@@ -115,3 +115,74 @@ fn wrong_sizes_are_refused() {
     let qm = QMatrix::from_qtensor(&q).unwrap().unwrap();
     assert!(qm.forward(&random(2, 32, 1)).is_err());
 }
+
+/// The interleaved layout: every 32-block type, row counts that are whole 16-row groups (one,
+/// three, ten groups), every row count of x, every ISA; and packing is exactly reversible.
+#[test]
+fn packed_layout_matches_dequantize_then_multiply() {
+    for (dt, k) in TYPES.into_iter().filter(|(dt, _)| dt.block_size() == 32) {
+        for n in [16usize, 48, 160] {
+            let q = QTensor::quantize(&random(n, k, 31 + n as u64), dt).unwrap();
+            let plain = QMatrix::from_qtensor(&q).unwrap().unwrap();
+            let qm = plain.clone().packed();
+            assert!(qm.is_packed() && !plain.is_packed());
+            assert_eq!(qm.bytes().len(), plain.bytes().len(), "{dt:?}: packing keeps the size");
+            assert_ne!(qm.bytes(), plain.bytes(), "{dt:?}: packing reorders the bytes");
+            assert_eq!(&*qm.to_qtensor().unwrap().data().unwrap(), plain.bytes(), "{dt:?} n={n}: unpacking restores the GGUF bytes");
+            let wd = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+            for m in [1usize, 2, 5, 10, 12, 13, 25] {
+                let x = random(m, k, 7 + m as u64).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let acts = QActs::quantize(WType::from_ggml(dt).unwrap().act(), &x, m, k);
+                let mut ggml = vec![0f32; m * n];
+                plain.matmul(&x, m, &mut ggml, Isa::Scalar);
+                for isa in isas() {
+                    let mut out = vec![0f32; m * n];
+                    qm.matmul(&x, m, &mut out, isa);
+                    for r in 0..m {
+                        let xr = acts.dequantize_row(r);
+                        for c in 0..n {
+                            let mag: f64 = wd[c].iter().zip(&xr).map(|(&w, &x)| (w * x).abs() as f64).sum();
+                            let (got, want) = (out[r * n + c] as f64, ggml[r * n + c] as f64);
+                            // the GGUF-layout scalar kernel is itself checked against the reference above
+                            assert!((got - want).abs() <= 1e-5 * mag + 1e-6, "{dt:?} packed {isa:?} n={n} m={m} [{r},{c}]: {got} vs {want} (scale {mag})");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn only_whole_groups_of_32_block_types_are_packed() {
+    for (dt, k, n, want) in [(GgmlDType::Q8_0, 64, 17, false), (GgmlDType::Q8_0, 64, 32, true), (GgmlDType::Q4K, 256, 32, false), (GgmlDType::Q6K, 256, 16, false)] {
+        let q = QTensor::quantize(&random(n, k, 1), dt).unwrap();
+        let qm = QMatrix::from_qtensor(&q).unwrap().unwrap().packed();
+        assert_eq!(qm.is_packed(), want, "{dt:?} {n}x{k}");
+        // a matrix that stays in the GGUF layout still multiplies correctly
+        let x = random(3, k, 2);
+        let theirs = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
+        let d = (&qm.forward(&x).unwrap() - &theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(d <= 1e-3, "{dt:?} {n}x{k}: diff {d}");
+    }
+}
+
+#[test]
+fn packed_simd_and_scalar_agree_on_large_shapes() {
+    // several threads, chunks and x-row groups, and the prefetch running past the matrix end
+    for isa in isas().into_iter().skip(1) {
+        for dt in [GgmlDType::Q5_0, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4_1] {
+            let (n, k) = (336, 896);
+            let q = QTensor::quantize(&random(n, k, 1), dt).unwrap();
+            let plain = QMatrix::from_qtensor(&q).unwrap().unwrap();
+            let qm = plain.clone().packed();
+            let x = random(40, k, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (mut a, mut b) = (vec![0f32; 40 * n], vec![0f32; 40 * n]);
+            plain.matmul(&x, 40, &mut a, Isa::Scalar);
+            qm.matmul(&x, 40, &mut b, isa);
+            for (i, (u, v)) in a.iter().zip(&b).enumerate() {
+                assert!((u - v).abs() <= 1e-4 * u.abs().max(1.0), "{dt:?} [{i}]: scalar {u} vs packed {isa:?} {v}");
+            }
+        }
+    }
+}

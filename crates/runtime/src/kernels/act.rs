@@ -34,6 +34,9 @@ pub struct QActs {
     pub d: Vec<f32>,
     /// Q8_1: d * sum per block.
     pub s: Vec<f32>,
+    /// Q8_0 / Q8_1: the integer sum of each block's values, m * (k / 32) (the packed kernels
+    /// subtract the weights' offset times it).
+    pub sums: Vec<i32>,
     /// Q8K: sums of 16 values: m * (k / 16).
     pub bsums: Vec<i16>,
     /// Q8_0 / Q8_1, for 512-bit kernels: per row, per pair of blocks (b, b+1), 16 lanes holding
@@ -56,12 +59,15 @@ impl QActs {
             qs: vec![0; m * k],
             d: vec![0.0; m * nb],
             s: if kind == ActKind::Q8_1 { vec![0.0; m * nb] } else { vec![] },
+            sums: if kind == ActKind::Q8K { vec![] } else { vec![0; m * nb] },
             bsums: if kind == ActKind::Q8K { vec![0; m * k / 16] } else { vec![] },
             d16: vec![],
             s16: vec![],
         };
         let (qs, d, s, bsums) = (SendPtr(a.qs.as_mut_ptr()), SendPtr(a.d.as_mut_ptr()), SendPtr(a.s.as_mut_ptr()), SendPtr(a.bsums.as_mut_ptr()));
-        // SAFETY: row r owns qs[r*k..], d[r*nb..], s[r*nb..], bsums[r*k/16..] of the buffers above.
+        let sums = SendPtr(a.sums.as_mut_ptr());
+        // SAFETY: row r owns qs[r*k..], d[r*nb..], s[r*nb..], sums[r*nb..], bsums[r*k/16..] of the
+        // buffers above.
         let rows = |lo: usize, hi: usize| unsafe {
             for r in lo..hi {
                 quantize_row(
@@ -70,6 +76,7 @@ impl QActs {
                     std::slice::from_raw_parts_mut(qs.get().add(r * k), k),
                     std::slice::from_raw_parts_mut(d.get().add(r * nb), nb),
                     if kind == ActKind::Q8_1 { std::slice::from_raw_parts_mut(s.get().add(r * nb), nb) } else { &mut [] },
+                    if kind != ActKind::Q8K { std::slice::from_raw_parts_mut(sums.get().add(r * nb), nb) } else { &mut [] },
                     if kind == ActKind::Q8K { std::slice::from_raw_parts_mut(bsums.get().add(r * k / 16), k / 16) } else { &mut [] },
                 );
             }
@@ -118,8 +125,9 @@ fn expand_pairs(v: &[f32], m: usize, nb: usize) -> Vec<f32> {
     out
 }
 
-/// One row: `qs` (k), `d` (one per block), `s` (Q8_1: one per block), `bsums` (Q8K: k / 16).
-fn quantize_row(kind: ActKind, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], bsums: &mut [i16]) {
+/// One row: `qs` (k), `d` (one per block), `s` (Q8_1: one per block), `sums` (Q8_0 / Q8_1: one
+/// per block), `bsums` (Q8K: k / 16).
+fn quantize_row(kind: ActKind, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], sums: &mut [i32], bsums: &mut [i16]) {
     match kind {
         ActKind::Q8_0 | ActKind::Q8_1 => {
             for (b, (xs, qs)) in x.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate() {
@@ -129,8 +137,9 @@ fn quantize_row(kind: ActKind, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut 
                 let d16 = f16::from_f32(db);
                 d[b] = d16.to_f32();
                 scale_round(xs, id, qs);
+                let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+                sums[b] = sum;
                 if kind == ActKind::Q8_1 {
-                    let sum: i32 = qs.iter().map(|&q| q as i32).sum();
                     s[b] = (f16::from_f32(sum as f32) * d16).to_f32();
                 }
             }

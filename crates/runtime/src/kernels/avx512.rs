@@ -260,3 +260,107 @@ unsafe fn q6k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MA
         res[r] = _mm512_reduce_add_ps(acc[r]);
     }
 }
+
+/// The packed layout (`packed.rs`): `out[(m0 + r) * n + col0 + i]` = row i of the 16-row group
+/// whose tiles are `tiles`, times activation row `m0 + r`, for `mr` (1..=MAX_GROUP) rows.
+/// `prefetch` > 0 asks for the tile that many bytes ahead in the weight stream as each tile is read.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `tiles` must be one group's
+/// tiles of a `t` matrix with `a.k` columns, and `out` must hold rows `m0 .. m0 + mr` of width
+/// `n >= col0 + 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn packed_rows(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize, prefetch: usize) {
+    debug_assert!(m0 + mr <= a.m && tiles.len() == a.k / 32 * super::packed::tile_bytes(t));
+    debug_assert!(out.len() >= (m0 + mr) * n && col0 + 16 <= n);
+    let o = out.as_mut_ptr().add(col0);
+    macro_rules! go {
+        ($($r:literal)*) => {
+            match mr {
+                $($r => packed_t::<$r>(t, tiles, a, m0, o, n, prefetch),)*
+                _ => packed_t::<12>(t, tiles, a, m0, o, n, prefetch),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6 7 8 9 10 11)
+}
+
+#[inline(always)]
+unsafe fn packed_t<const R: usize>(t: WType, tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, pf: usize) {
+    match t {
+        WType::Q8_0 => packed::<R, Q8_0>(tiles, a, m0, o, n, pf),
+        WType::Q4_0 => packed::<R, Q4_0>(tiles, a, m0, o, n, pf),
+        WType::Q4_1 => packed::<R, Q4_1>(tiles, a, m0, o, n, pf),
+        WType::Q5_0 => packed::<R, Q5_0>(tiles, a, m0, o, n, pf),
+        WType::Q4K | WType::Q6K => unreachable!("K-quants are not packed"),
+    }
+}
+
+#[inline(always)]
+unsafe fn packed<const R: usize, const T: u8>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, pf: usize) {
+    let (tb, off) = match T {
+        Q8_0 => (544, 128),
+        Q4_0 => (288, 8),
+        Q4_1 => (320, 0),
+        _ => (352, 16),
+    };
+    let k = a.k;
+    let nb = k / 32;
+    let xq = a.qs.as_ptr();
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let p = tiles.as_ptr().add(b * tb);
+        if pf > 0 {
+            let mut l = 0;
+            while l < tb {
+                // a hint: it cannot fault, even past the end of the matrix
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(pf + l) as *const i8);
+                l += 64;
+            }
+        }
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        let mut wv = [_mm512_setzero_si512(); 8];
+        if T == Q8_0 {
+            for j in 0..8 {
+                wv[j] = _mm512_loadu_si512(p.add(32 + 64 * j) as *const __m512i);
+            }
+        } else {
+            let nib = p.add(match T {
+                Q4_0 => 32,
+                Q4_1 => 64,
+                _ => 96,
+            });
+            for j in 0..4 {
+                let v = _mm512_loadu_si512(nib.add(64 * j) as *const __m512i);
+                wv[j] = _mm512_and_si512(v, m4);
+                wv[j + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+            if T == Q5_0 {
+                let sixteen = _mm512_set1_epi8(16);
+                for j in 0..8 {
+                    let h = _cvtu64_mask64(std::ptr::read_unaligned(p.add(32 + 8 * j) as *const u64));
+                    wv[j] = _mm512_mask_add_epi8(wv[j], h, wv[j], sixteen);
+                }
+            }
+        }
+        let mw = if T == Q4_1 { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i)) } else { dw };
+        for r in 0..R {
+            let row = m0 + r;
+            let xb = xq.add(row * k + b * 32) as *const i32;
+            let e = row * nb + b;
+            let mut s = if T == Q4_1 { _mm512_setzero_si512() } else { _mm512_set1_epi32(-off * *a.sums.get_unchecked(e)) };
+            for j in 0..8 {
+                s = _mm512_dpbusd_epi32(s, wv[j], _mm512_set1_epi32(std::ptr::read_unaligned(xb.add(j))));
+            }
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.get_unchecked(e)));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r]);
+            if T == Q4_1 {
+                acc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*a.s.get_unchecked(e)), acc[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(o.add((m0 + r) * n), acc[r]);
+    }
+}

@@ -9,7 +9,9 @@
 //! Work is split over output rows across candle's thread pool. Several rows of x (prefill, batched
 //! decoding) are processed together so that each weight block is loaded and unpacked once per
 //! group of up to 4 rows (12 with AVX-512). The SIMD path (AVX-512 with VNNI, else AVX2) is chosen
-//! at run time; the scalar path is the reference the tests compare against.
+//! at run time; the scalar path is the reference the tests compare against. For AVX-512 the
+//! 32-block matrices are stored interleaved, 16 rows at a time ([`packed`]), so that one
+//! instruction advances 16 output rows.
 
 mod act;
 pub mod attention;
@@ -17,6 +19,7 @@ pub mod attention;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod packed;
 mod scalar;
 pub mod vmath;
 
@@ -142,25 +145,37 @@ impl Isa {
     }
 }
 
-/// A quantized weight matrix (rows = outputs, cols = inputs) in its GGUF byte layout.
+/// A quantized weight matrix (rows = outputs, cols = inputs): in its GGUF byte layout, or (32-block
+/// types, see [`packed`]) with every 16 rows interleaved for the AVX-512 kernels.
 #[derive(Debug, Clone)]
 pub struct QMatrix {
     pub wtype: WType,
     pub rows: usize,
     pub cols: usize,
+    packed: bool,
     data: std::sync::Arc<Vec<u8>>,
 }
 
 impl QMatrix {
     /// Takes the bytes of a GGUF tensor of shape (rows, cols); `None` if the type has no kernel.
     pub fn from_qtensor(q: &QTensor) -> Result<Option<Self>> {
+        Self::from_qtensor_for(q, Isa::Scalar)
+    }
+
+    /// [`from_qtensor`](Self::from_qtensor) in the layout the kernels of `isa` want: with AVX-512,
+    /// matrices whose row count is a multiple of 16 are interleaved ([`packed`]). Copies the bytes once.
+    pub fn from_qtensor_for(q: &QTensor, isa: Isa) -> Result<Option<Self>> {
         let Some(wtype) = WType::from_ggml(q.dtype()) else { return Ok(None) };
         let (rows, cols) = q.shape().dims2()?;
         if cols % wtype.block() != 0 {
             return Ok(None);
         }
-        let data = q.data()?.into_owned();
-        Self::from_bytes(wtype, rows, cols, data).map(Some)
+        let bytes = q.data()?;
+        if isa == Isa::Avx512 && packed::packable(wtype, rows, cols) && bytes.len() == rows * cols / 32 * wtype.block_bytes() {
+            let data = packed::pack(wtype, rows, cols, &bytes);
+            return Ok(Some(Self { wtype, rows, cols, packed: true, data: std::sync::Arc::new(data) }));
+        }
+        Self::from_bytes(wtype, rows, cols, bytes.into_owned()).map(Some)
     }
 
     pub fn from_bytes(wtype: WType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
@@ -171,20 +186,35 @@ impl QMatrix {
         if data.len() != want {
             bail!("{wtype:?} matrix {rows}x{cols} needs {want} bytes, got {}", data.len());
         }
-        Ok(Self { wtype, rows, cols, data: std::sync::Arc::new(data) })
+        Ok(Self { wtype, rows, cols, packed: false, data: std::sync::Arc::new(data) })
+    }
+
+    /// The matrix in the interleaved layout, if its type and shape allow it (else unchanged).
+    pub fn packed(self) -> Self {
+        if self.packed || !packed::packable(self.wtype, self.rows, self.cols) {
+            return self;
+        }
+        let data = packed::pack(self.wtype, self.rows, self.cols, &self.data);
+        Self { packed: true, data: std::sync::Arc::new(data), ..self }
+    }
+
+    pub fn is_packed(&self) -> bool {
+        self.packed
     }
 
     pub fn row_bytes(&self) -> usize {
         self.cols / self.wtype.block() * self.wtype.block_bytes()
     }
 
+    /// The stored bytes (GGUF layout, or interleaved: same size).
     pub fn bytes(&self) -> &[u8] {
         &self.data
     }
 
     /// The same matrix as a candle `QTensor` (used to dequantize).
     pub fn to_qtensor(&self) -> Result<QTensor> {
-        let storage = QStorage::from_data(Cow::Borrowed(&self.data[..]), &Device::Cpu, self.wtype.ggml())?;
+        let bytes = if self.packed { Cow::Owned(packed::unpack(self.wtype, self.rows, self.cols, &self.data)) } else { Cow::Borrowed(&self.data[..]) };
+        let storage = QStorage::from_data(bytes, &Device::Cpu, self.wtype.ggml())?;
         Ok(QTensor::new(storage, (self.rows, self.cols))?)
     }
 
@@ -203,6 +233,9 @@ impl QMatrix {
     }
 
     fn matmul_rows(&self, acts: &QActs, rows: std::ops::Range<usize>, out: &mut [f32], isa: Isa) {
+        if self.packed {
+            return self.matmul_packed(acts, rows, out, isa);
+        }
         let m = acts.m;
         let n = self.rows;
         let rb = self.row_bytes();
@@ -238,6 +271,29 @@ impl QMatrix {
                 }
             }
             tile_lo = tile_hi;
+        }
+    }
+
+    /// `matmul_rows` for the interleaved layout: `rows` is a whole number of 16-row groups. Each
+    /// group's tiles (10-55 KB at our shapes) stay in cache while all groups of x rows pass.
+    fn matmul_packed(&self, acts: &QActs, rows: std::ops::Range<usize>, out: &mut [f32], isa: Isa) {
+        debug_assert!(rows.start % packed::ROWS == 0 && rows.end % packed::ROWS == 0);
+        let (m, n) = (acts.m, self.rows);
+        let group_bytes = self.cols / 32 * packed::tile_bytes(self.wtype);
+        let pf = if isa == Isa::Scalar { 0 } else { prefetch_bytes() };
+        let groups = m.div_ceil(isa.group());
+        for g in rows.start / packed::ROWS..rows.end / packed::ROWS {
+            let tiles = &self.data[g * group_bytes..(g + 1) * group_bytes];
+            for ag in 0..groups {
+                let (m0, m1) = (ag * m / groups, (ag + 1) * m / groups);
+                match isa {
+                    // SAFETY: AVX-512 is present (Isa), `tiles` is group g, out holds m rows of n.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { avx512::packed_rows(self.wtype, tiles, acts, m0, m1 - m0, out, n, g * packed::ROWS, if ag == 0 { pf } else { 0 }) },
+                    // no AVX2 kernel for this layout: the reference (matrices are packed for AVX-512 only)
+                    _ => packed::dot_group(self.wtype, tiles, acts, m0, m1 - m0, out, n, g * packed::ROWS),
+                }
+            }
         }
     }
 }
@@ -309,8 +365,8 @@ pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32
     let pool = candle_core::utils::barrier_pool();
     let threads = pool.n_workers() + 1;
     let total: usize = mats.iter().map(|w| w.rows).sum();
-    // ~6 chunks per thread, multiples of 8 rows, at least 16
-    let chunk = (total.div_ceil(threads * 6).div_ceil(8) * 8).max(16);
+    // ~6 chunks per thread, multiples of 16 rows (whole interleaved groups)
+    let chunk = (total.div_ceil(threads * 6).div_ceil(16) * 16).max(16);
     // chunk list: (matrix, first row); chunks never straddle two matrices
     let mut chunks: Vec<(usize, usize)> = Vec::new();
     for (i, w) in mats.iter().enumerate() {

@@ -1,0 +1,199 @@
+//! The row-interleaved ("packed") layout of 32-block matrices (Q8_0, Q4_0, Q4_1, Q5_0), and its
+//! reference kernel.
+//!
+//! ggml stores a matrix row after row. Here every 16 consecutive rows are stored together, one
+//! *tile* per 32-column block: the tile of block b holds that block of all 16 rows, arranged so
+//! that one 64-byte vector holds four consecutive weights of each row (bytes 4i..4i+4 = row i).
+//! A single `vpdpbusd` against four activation bytes broadcast to every lane then advances 16
+//! output rows at once, and the block scales of those rows are one vector. Per activation row and
+//! block of 16 x 32 weights that is 8 dot instructions plus 3 for the scales, where the row-major
+//! kernels spend about 7 instructions per 64 weights; the unpacking of each tile is shared by all
+//! activation rows of a batch.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, so weights are stored unsigned: `u = w + off`
+//! (128 for Q8_0, 8 for Q4_0, 16 for Q5_0 — for the 4- and 5-bit types that is exactly ggml's
+//! stored code; Q4_1's codes are unsigned already, off = 0). Then
+//! `sum(w * x) = sum(u * x) - off * sum(x)`, and the activation sums are computed once per block
+//! with the activations ([`QActs::sums`]).
+//!
+//! Tile bytes (16 rows; the same count as 16 ggml blocks, so the matrix keeps its size):
+//!
+//! | type | layout |
+//! |---|---|
+//! | Q8_0 | `d[16]` f16, then `V[8]`: byte 4i+t of V_j = u(row i, column 4j+t) |
+//! | Q4_0 | `d[16]`, then `N[4]`: byte 4i+t of N_j = u(i, 4j+t) in the low nibble, u(i, 4j+16+t) in the high one |
+//! | Q4_1 | `d[16]`, `m[16]` f16, then `N[4]` |
+//! | Q5_0 | `d[16]`, `H[8]` u64: bit 4i+t of H_j = bit 4 of u(i, 4j+t), then `N[4]` with the low 4 bits |
+//!
+//! Tiles are stored group by group (all blocks of rows 0..16, then of rows 16..32, ...), so a
+//! thread working on a group of rows reads one contiguous stretch.
+
+use super::{QActs, WType};
+
+/// Rows per interleaved group.
+pub const ROWS: usize = 16;
+
+/// Whether a matrix of this type and shape can take the packed layout.
+pub fn packable(t: WType, rows: usize, cols: usize) -> bool {
+    t.block() == 32 && rows % ROWS == 0 && cols % 32 == 0 && rows > 0
+}
+
+/// The offset added to every weight to make it unsigned.
+pub(crate) fn offset(t: WType) -> i32 {
+    match t {
+        WType::Q8_0 => 128,
+        WType::Q4_0 => 8,
+        WType::Q5_0 => 16,
+        _ => 0,
+    }
+}
+
+/// Bytes per tile (16 rows x one 32-block).
+pub(crate) fn tile_bytes(t: WType) -> usize {
+    ROWS * t.block_bytes()
+}
+
+/// Where the nibble vectors start in a tile.
+fn nibbles_at(t: WType) -> usize {
+    match t {
+        WType::Q4_0 => 32,
+        WType::Q4_1 => 64,
+        _ => 96,
+    }
+}
+
+/// The 32 unsigned codes of a ggml block, and its f16 scale (and min) bytes.
+fn codes(t: WType, blk: &[u8]) -> [u8; 32] {
+    let mut u = [0u8; 32];
+    match t {
+        WType::Q8_0 => {
+            for e in 0..32 {
+                u[e] = blk[2 + e] ^ 0x80;
+            }
+        }
+        _ => {
+            let qs = &blk[t.block_bytes() - 16..];
+            let qh = if t == WType::Q5_0 { u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]) } else { 0 };
+            for e in 0..16 {
+                u[e] = (qs[e] & 0xF) | ((((qh >> e) & 1) as u8) << 4);
+                u[e + 16] = (qs[e] >> 4) | ((((qh >> (e + 16)) & 1) as u8) << 4);
+            }
+        }
+    }
+    u
+}
+
+/// ggml matrix bytes -> packed bytes. `packable(t, rows, cols)` must hold.
+pub fn pack(t: WType, rows: usize, cols: usize, ggml: &[u8]) -> Vec<u8> {
+    assert!(packable(t, rows, cols) && ggml.len() == rows * cols / 32 * t.block_bytes());
+    let (bb, nb, tb) = (t.block_bytes(), cols / 32, tile_bytes(t));
+    let mut out = vec![0u8; ggml.len()];
+    for g in 0..rows / ROWS {
+        for b in 0..nb {
+            let tile = &mut out[(g * nb + b) * tb..(g * nb + b + 1) * tb];
+            for i in 0..ROWS {
+                let blk = &ggml[((g * ROWS + i) * nb + b) * bb..][..bb];
+                tile[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
+                if t == WType::Q4_1 {
+                    tile[32 + 2 * i..32 + 2 * i + 2].copy_from_slice(&blk[2..4]);
+                }
+                let u = codes(t, blk);
+                for e in 0..32 {
+                    let (j, l) = (e / 4, 4 * i + e % 4);
+                    match t {
+                        WType::Q8_0 => tile[32 + 64 * j + l] = u[e],
+                        _ => {
+                            let n = nibbles_at(t) + 64 * (j % 4) + l;
+                            tile[n] |= (u[e] & 0xF) << if j < 4 { 0 } else { 4 };
+                            if t == WType::Q5_0 {
+                                tile[32 + 8 * j + l / 8] |= (u[e] >> 4) << (l % 8);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The unsigned codes of row `i` (0..16) in a tile.
+pub(crate) fn tile_codes(t: WType, tile: &[u8], i: usize) -> [u8; 32] {
+    let mut u = [0u8; 32];
+    for (e, v) in u.iter_mut().enumerate() {
+        let (j, l) = (e / 4, 4 * i + e % 4);
+        *v = match t {
+            WType::Q8_0 => tile[32 + 64 * j + l],
+            _ => {
+                let n = tile[nibbles_at(t) + 64 * (j % 4) + l];
+                let lo = if j < 4 { n & 0xF } else { n >> 4 };
+                let hi = if t == WType::Q5_0 { (tile[32 + 8 * j + l / 8] >> (l % 8)) & 1 } else { 0 };
+                lo | (hi << 4)
+            }
+        };
+    }
+    u
+}
+
+/// Packed bytes -> ggml matrix bytes (the exact inverse of [`pack`]).
+pub fn unpack(t: WType, rows: usize, cols: usize, packed: &[u8]) -> Vec<u8> {
+    let (bb, nb, tb) = (t.block_bytes(), cols / 32, tile_bytes(t));
+    let mut out = vec![0u8; packed.len()];
+    for g in 0..rows / ROWS {
+        for b in 0..nb {
+            let tile = &packed[(g * nb + b) * tb..(g * nb + b + 1) * tb];
+            for i in 0..ROWS {
+                let blk = &mut out[((g * ROWS + i) * nb + b) * bb..][..bb];
+                blk[0..2].copy_from_slice(&tile[2 * i..2 * i + 2]);
+                let u = tile_codes(t, tile, i);
+                match t {
+                    WType::Q8_0 => {
+                        for e in 0..32 {
+                            blk[2 + e] = u[e] ^ 0x80;
+                        }
+                    }
+                    _ => {
+                        if t == WType::Q4_1 {
+                            blk[2..4].copy_from_slice(&tile[32 + 2 * i..32 + 2 * i + 2]);
+                        }
+                        if t == WType::Q5_0 {
+                            let qh = (0..32).fold(0u32, |h, e| h | (((u[e] >> 4) as u32) << e));
+                            blk[2..6].copy_from_slice(&qh.to_le_bytes());
+                        }
+                        let qs = &mut blk[bb - 16..];
+                        for e in 0..16 {
+                            qs[e] = (u[e] & 0xF) | ((u[e + 16] & 0xF) << 4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reference kernel: `out[(m0 + r) * n + col0 + i] = dot(row i of the group, x[m0 + r])` for the
+/// 16 rows of the group whose tiles are `tiles` (starting at output column `col0`) and the `mr`
+/// activation rows from `m0`.
+pub fn dot_group(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize) {
+    let (nb, tb, off) = (a.k / 32, tile_bytes(t), offset(t));
+    for r in 0..mr {
+        let row = m0 + r;
+        let mut acc = [0f32; ROWS];
+        for b in 0..nb {
+            let tile = &tiles[b * tb..(b + 1) * tb];
+            let x = &a.qs[row * a.k + b * 32..][..32];
+            let dx = a.d[row * nb + b];
+            let sx: i32 = x.iter().map(|&v| v as i32).sum();
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let u = tile_codes(t, tile, i);
+                let isum: i32 = u.iter().zip(x).map(|(&u, &x)| u as i32 * x as i32).sum::<i32>() - off * sx;
+                *acc += super::f16_at(tile, 2 * i) * dx * isum as f32;
+                if t == WType::Q4_1 {
+                    *acc += super::f16_at(tile, 32 + 2 * i) * a.s[row * nb + b];
+                }
+            }
+        }
+        out[row * n + col0..][..ROWS].copy_from_slice(&acc);
+    }
+}
