@@ -116,17 +116,18 @@ fn wrong_sizes_are_refused() {
     assert!(qm.forward(&random(2, 32, 1)).is_err());
 }
 
-/// The interleaved layout: every 32-block type, row counts that are whole 16-row groups (one,
+/// The interleaved layout: every type, row counts that are whole 16-row groups (one,
 /// three, ten groups), every row count of x, every ISA; and packing is exactly reversible.
 #[test]
 fn packed_layout_matches_dequantize_then_multiply() {
-    for (dt, k) in TYPES.into_iter().filter(|(dt, _)| dt.block_size() == 32) {
+    for (dt, k) in TYPES {
         for n in [16usize, 48, 160] {
             let q = QTensor::quantize(&random(n, k, 31 + n as u64), dt).unwrap();
             let plain = QMatrix::from_qtensor(&q).unwrap().unwrap();
             let qm = plain.clone().packed();
             assert!(qm.is_packed() && !plain.is_packed());
-            assert_eq!(qm.bytes().len(), plain.bytes().len(), "{dt:?}: packing keeps the size");
+            let extra = if dt == GgmlDType::Q4K { n / 16 * k / 256 * 64 } else { 0 };
+            assert_eq!(qm.bytes().len(), plain.bytes().len() + extra, "{dt:?}: packed size");
             assert_ne!(qm.bytes(), plain.bytes(), "{dt:?}: packing reorders the bytes");
             assert_eq!(&*qm.to_qtensor().unwrap().data().unwrap(), plain.bytes(), "{dt:?} n={n}: unpacking restores the GGUF bytes");
             let wd = q.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
@@ -154,8 +155,8 @@ fn packed_layout_matches_dequantize_then_multiply() {
 }
 
 #[test]
-fn only_whole_groups_of_32_block_types_are_packed() {
-    for (dt, k, n, want) in [(GgmlDType::Q8_0, 64, 17, false), (GgmlDType::Q8_0, 64, 32, true), (GgmlDType::Q4K, 256, 32, false), (GgmlDType::Q6K, 256, 16, false)] {
+fn only_whole_groups_of_16_rows_are_packed() {
+    for (dt, k, n, want) in [(GgmlDType::Q8_0, 64, 17, false), (GgmlDType::Q8_0, 64, 32, true), (GgmlDType::Q4K, 256, 32, true), (GgmlDType::Q6K, 256, 24, false)] {
         let q = QTensor::quantize(&random(n, k, 1), dt).unwrap();
         let qm = QMatrix::from_qtensor(&q).unwrap().unwrap().packed();
         assert_eq!(qm.is_packed(), want, "{dt:?} {n}x{k}");
@@ -171,8 +172,8 @@ fn only_whole_groups_of_32_block_types_are_packed() {
 fn packed_simd_and_scalar_agree_on_large_shapes() {
     // several threads, chunks and x-row groups, and the prefetch running past the matrix end
     for isa in isas().into_iter().skip(1) {
-        for dt in [GgmlDType::Q5_0, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4_1] {
-            let (n, k) = (336, 896);
+        for dt in [GgmlDType::Q5_0, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q4K, GgmlDType::Q6K] {
+            let (n, k) = (336, if dt.block_size() == 256 { 1024 } else { 896 });
             let q = QTensor::quantize(&random(n, k, 1), dt).unwrap();
             let plain = QMatrix::from_qtensor(&q).unwrap().unwrap();
             let qm = plain.clone().packed();

@@ -271,7 +271,7 @@ unsafe fn q6k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MA
 /// `n >= col0 + 16`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn packed_rows(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize, prefetch: usize) {
-    debug_assert!(m0 + mr <= a.m && tiles.len() == a.k / 32 * super::packed::tile_bytes(t));
+    debug_assert!(m0 + mr <= a.m && tiles.len() == a.k / t.block() * super::packed::tile_bytes(t));
     debug_assert!(out.len() >= (m0 + mr) * n && col0 + 16 <= n);
     let o = out.as_mut_ptr().add(col0);
     macro_rules! go {
@@ -292,7 +292,127 @@ unsafe fn packed_t<const R: usize>(t: WType, tiles: &[u8], a: &QActs, m0: usize,
         WType::Q4_0 => packed::<R, Q4_0>(tiles, a, m0, o, n, pf),
         WType::Q4_1 => packed::<R, Q4_1>(tiles, a, m0, o, n, pf),
         WType::Q5_0 => packed::<R, Q5_0>(tiles, a, m0, o, n, pf),
-        WType::Q4K | WType::Q6K => unreachable!("K-quants are not packed"),
+        WType::Q4K => packed_q4k::<R>(tiles, a, m0, o, n, pf),
+        WType::Q6K => packed_q6k::<R>(tiles, a, m0, o, n, pf),
+    }
+}
+
+#[inline(always)]
+unsafe fn prefetch_tile(p: *const u8, tb: usize, pf: usize) {
+    if pf > 0 {
+        let mut l = 0;
+        while l < tb {
+            // a hint: it cannot fault, even past the end of the matrix
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(pf + l) as *const i8);
+            l += 64;
+        }
+    }
+}
+
+/// 16 bytes at `p` (one per row) as 16 f32 lanes, unsigned or signed.
+#[inline(always)]
+unsafe fn bytes_ps<const SIGNED: bool>(p: *const u8) -> __m512 {
+    let v = _mm_loadu_si128(p as *const __m128i);
+    _mm512_cvtepi32_ps(if SIGNED { _mm512_cvtepi8_epi32(v) } else { _mm512_cvtepu8_epi32(v) })
+}
+
+/// Q4_K tiles: per 32-column sub-block s, `d * sc_s * sum(q * x) - dmin * min_s * sum(x)` for
+/// every row lane, summed over the super-block, then times the activation scale.
+#[inline(always)]
+unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, pf: usize) {
+    const TB: usize = 2368;
+    let k = a.k;
+    let nb = k / 256;
+    let xq = a.qs.as_ptr();
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let p = tiles.as_ptr().add(b * TB);
+        prefetch_tile(p, TB, pf);
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i));
+        let mut sup = [_mm512_setzero_ps(); R];
+        for s in 0..8 {
+            let scs = _mm512_mul_ps(bytes_ps::<false>(p.add(64 + 16 * s)), dw);
+            let mns = _mm512_mul_ps(bytes_ps::<false>(p.add(192 + 16 * s)), dmw);
+            let q = p.add(320 + 512 * (s / 2));
+            let mut wv = [_mm512_setzero_si512(); 8];
+            for j in 0..8 {
+                let v = _mm512_loadu_si512(q.add(64 * j) as *const __m512i);
+                wv[j] = _mm512_and_si512(if s % 2 == 0 { v } else { _mm512_srli_epi16(v, 4) }, m4);
+            }
+            for r in 0..R {
+                let row = m0 + r;
+                let xb = xq.add(row * k + b * 256 + 32 * s) as *const i32;
+                let mut isum = _mm512_setzero_si512();
+                for j in 0..8 {
+                    isum = _mm512_dpbusd_epi32(isum, wv[j], _mm512_set1_epi32(std::ptr::read_unaligned(xb.add(j))));
+                }
+                let bs = a.bsums.as_ptr().add((row * nb + b) * 16 + 2 * s);
+                let xs = (*bs as i32 + *bs.add(1) as i32) as f32;
+                sup[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scs, sup[r]);
+                sup[r] = _mm512_fnmadd_ps(mns, _mm512_set1_ps(xs), sup[r]);
+            }
+        }
+        for r in 0..R {
+            acc[r] = _mm512_fmadd_ps(sup[r], _mm512_set1_ps(*a.d.get_unchecked((m0 + r) * nb + b)), acc[r]);
+        }
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(o.add((m0 + r) * n), acc[r]);
+    }
+}
+
+/// Q6_K tiles: per 16-column group g, `d * sc_g * (sum(q * x) - 32 * sum(x))` for every row lane.
+#[inline(always)]
+unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, pf: usize) {
+    const TB: usize = 3360;
+    let k = a.k;
+    let nb = k / 256;
+    let xq = a.qs.as_ptr();
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let p = tiles.as_ptr().add(b * TB);
+        prefetch_tile(p, TB, pf);
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        let mut sup = [_mm512_setzero_ps(); R];
+        for g in 0..16 {
+            let (p4, gg) = (g / 4, g % 4);
+            let scg = _mm512_mul_ps(bytes_ps::<true>(p.add(32 + 16 * g)), dw);
+            let mut wv = [_mm512_setzero_si512(); 4];
+            for h in 0..4 {
+                let c4 = 4 * gg + h;
+                let l = _mm512_loadu_si512(p.add(288 + 64 * (8 * p4 + c4 % 8)) as *const __m512i);
+                let lo = _mm512_and_si512(if c4 < 8 { l } else { _mm512_srli_epi16(l, 4) }, m4);
+                let hb = _mm512_loadu_si512(p.add(2336 + 64 * (4 * p4 + h)) as *const __m512i);
+                // bits 2gg..2gg+2 of each byte to bits 4..6
+                let hb = match gg {
+                    0 => _mm512_slli_epi16(hb, 4),
+                    1 => _mm512_slli_epi16(hb, 2),
+                    2 => hb,
+                    _ => _mm512_srli_epi16(hb, 2),
+                };
+                wv[h] = _mm512_or_si512(lo, _mm512_and_si512(hb, m30));
+            }
+            for r in 0..R {
+                let row = m0 + r;
+                let xb = xq.add(row * k + b * 256 + 16 * g) as *const i32;
+                let xs = *a.bsums.get_unchecked((row * nb + b) * 16 + g) as i32;
+                let mut isum = _mm512_set1_epi32(-32 * xs);
+                for h in 0..4 {
+                    isum = _mm512_dpbusd_epi32(isum, wv[h], _mm512_set1_epi32(std::ptr::read_unaligned(xb.add(h))));
+                }
+                sup[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scg, sup[r]);
+            }
+        }
+        for r in 0..R {
+            acc[r] = _mm512_fmadd_ps(sup[r], _mm512_set1_ps(*a.d.get_unchecked((m0 + r) * nb + b)), acc[r]);
+        }
+    }
+    for r in 0..R {
+        _mm512_storeu_ps(o.add((m0 + r) * n), acc[r]);
     }
 }
 
@@ -311,14 +431,7 @@ unsafe fn packed<const R: usize, const T: u8>(tiles: &[u8], a: &QActs, m0: usize
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
         let p = tiles.as_ptr().add(b * tb);
-        if pf > 0 {
-            let mut l = 0;
-            while l < tb {
-                // a hint: it cannot fault, even past the end of the matrix
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(pf + l) as *const i8);
-                l += 64;
-            }
-        }
+        prefetch_tile(p, tb, pf);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
         let mut wv = [_mm512_setzero_si512(); 8];
         if T == Q8_0 {

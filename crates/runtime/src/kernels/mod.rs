@@ -171,7 +171,7 @@ impl QMatrix {
             return Ok(None);
         }
         let bytes = q.data()?;
-        if isa == Isa::Avx512 && packed::packable(wtype, rows, cols) && bytes.len() == rows * cols / 32 * wtype.block_bytes() {
+        if isa == Isa::Avx512 && packed::packable(wtype, rows, cols) && bytes.len() == rows * cols / wtype.block() * wtype.block_bytes() {
             let data = packed::pack(wtype, rows, cols, &bytes);
             return Ok(Some(Self { wtype, rows, cols, packed: true, data: std::sync::Arc::new(data) }));
         }
@@ -206,7 +206,7 @@ impl QMatrix {
         self.cols / self.wtype.block() * self.wtype.block_bytes()
     }
 
-    /// The stored bytes (GGUF layout, or interleaved: same size).
+    /// The stored bytes (GGUF layout, or interleaved: the same size, K-quants 2.8% more).
     pub fn bytes(&self) -> &[u8] {
         &self.data
     }
@@ -279,7 +279,7 @@ impl QMatrix {
     fn matmul_packed(&self, acts: &QActs, rows: std::ops::Range<usize>, out: &mut [f32], isa: Isa) {
         debug_assert!(rows.start % packed::ROWS == 0 && rows.end % packed::ROWS == 0);
         let (m, n) = (acts.m, self.rows);
-        let group_bytes = self.cols / 32 * packed::tile_bytes(self.wtype);
+        let group_bytes = self.cols / self.wtype.block() * packed::tile_bytes(self.wtype);
         let pf = if isa == Isa::Scalar { 0 } else { prefetch_bytes() };
         let groups = m.div_ceil(isa.group());
         for g in rows.start / packed::ROWS..rows.end / packed::ROWS {

@@ -1,5 +1,4 @@
-//! The row-interleaved ("packed") layout of 32-block matrices (Q8_0, Q4_0, Q4_1, Q5_0), and its
-//! reference kernel.
+//! The row-interleaved ("packed") layout of quantized matrices, and its reference kernel.
 //!
 //! ggml stores a matrix row after row. Here every 16 consecutive rows are stored together, one
 //! *tile* per 32-column block: the tile of block b holds that block of all 16 rows, arranged so
@@ -25,6 +24,17 @@
 //! | Q4_1 | `d[16]`, `m[16]` f16, then `N[4]` |
 //! | Q5_0 | `d[16]`, `H[8]` u64: bit 4i+t of H_j = bit 4 of u(i, 4j+t), then `N[4]` with the low 4 bits |
 //!
+//! K-quants (one tile = 16 rows x one 256-column super-block) keep their integer codes and
+//! scales exactly. Q4_K's 6-bit scales and mins are widened to a byte each, so its tile is 64
+//! bytes larger than 16 blocks (+2.8%); Q6_K's tile is exactly 16 blocks:
+//!
+//! | type | layout |
+//! |---|---|
+//! | Q4_K | `d[16]`, `dmin[16]` f16, `sc[8][16]`, `min[8][16]` u8, then `N[4][8]`: byte 4i+t of N_{p,j} = q(i, 64p+4j+t) low, q(i, 64p+32+4j+t) high |
+//! | Q6_K | `d[16]` f16, `sc[16][16]` i8, `L[4][8]`: low 4 bits as Q4_K's `N`, `H[4][4]`: bits 2c..2c+2 of byte 4i+t of H_{p,h} = bits 4..6 of q(i, 64p+16c+4h+t) |
+//!
+//! Q6_K's codes are stored as ggml stores them, unsigned (`w = q - 32`): the same offset trick.
+//!
 //! Tiles are stored group by group (all blocks of rows 0..16, then of rows 16..32, ...), so a
 //! thread working on a group of rows reads one contiguous stretch.
 
@@ -35,7 +45,12 @@ pub const ROWS: usize = 16;
 
 /// Whether a matrix of this type and shape can take the packed layout.
 pub fn packable(t: WType, rows: usize, cols: usize) -> bool {
-    t.block() == 32 && rows % ROWS == 0 && cols % 32 == 0 && rows > 0
+    rows % ROWS == 0 && cols % t.block() == 0 && rows > 0
+}
+
+/// Bytes of a packed matrix.
+pub fn packed_len(t: WType, rows: usize, cols: usize) -> usize {
+    rows / ROWS * (cols / t.block()) * tile_bytes(t)
 }
 
 /// The offset added to every weight to make it unsigned.
@@ -48,9 +63,114 @@ pub(crate) fn offset(t: WType) -> i32 {
     }
 }
 
-/// Bytes per tile (16 rows x one 32-block).
+/// Bytes per tile (16 rows x one block).
 pub(crate) fn tile_bytes(t: WType) -> usize {
-    ROWS * t.block_bytes()
+    match t {
+        WType::Q4K => 2368,
+        WType::Q6K => 3360,
+        _ => ROWS * t.block_bytes(),
+    }
+}
+
+// Q4_K tile sections
+const K4_DMIN: usize = 32;
+const K4_SC: usize = 64;
+const K4_MIN: usize = 192;
+const K4_Q: usize = 320;
+// Q6_K tile sections
+const K6_SC: usize = 32;
+const K6_LO: usize = 288;
+const K6_HI: usize = 2336;
+
+/// Where code `e` (0..256) of row `i` sits in a K-quant tile: the byte of its low 4 bits and the
+/// shift in it; for Q6_K also the byte of its top 2 bits and that shift.
+fn k_slot(t: WType, i: usize, e: usize) -> (usize, u32, usize, u32) {
+    let (p, c) = (e / 64, e % 64);
+    let (c4, l) = (c / 4, 4 * i + c % 4);
+    let lo = if t == WType::Q4K { K4_Q } else { K6_LO } + 64 * (8 * p + c4 % 8) + l;
+    (lo, 4 * (c4 / 8) as u32, K6_HI + 64 * (4 * p + c4 % 4) + l, 2 * (c4 / 4) as u32)
+}
+
+/// ggml block of row `i` -> its place in a K-quant tile.
+fn put_k(t: WType, tile: &mut [u8], i: usize, blk: &[u8]) {
+    let mut q = [0u8; 256];
+    if t == WType::Q4K {
+        tile[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
+        tile[K4_DMIN + 2 * i..K4_DMIN + 2 * i + 2].copy_from_slice(&blk[2..4]);
+        for s in 0..8 {
+            let (sc, m) = super::scale_min_k4(s, &blk[4..16]);
+            tile[K4_SC + 16 * s + i] = sc;
+            tile[K4_MIN + 16 * s + i] = m;
+        }
+        for (e, q) in q.iter_mut().enumerate() {
+            let byte = blk[16 + 32 * (e / 64) + e % 32];
+            *q = if (e / 32) % 2 == 0 { byte & 0xF } else { byte >> 4 };
+        }
+    } else {
+        tile[2 * i..2 * i + 2].copy_from_slice(&blk[208..210]);
+        for g in 0..16 {
+            tile[K6_SC + 16 * g + i] = blk[192 + g];
+        }
+        for (e, q) in q.iter_mut().enumerate() {
+            let (half, l) = (e / 128, e % 32);
+            let quarter = (e % 128) / 32;
+            let lo = blk[64 * half + l + 32 * (quarter % 2)];
+            let lo = if quarter < 2 { lo & 0xF } else { lo >> 4 };
+            *q = lo | (((blk[128 + 32 * half + l] >> (2 * quarter)) & 3) << 4);
+        }
+    }
+    for (e, &q) in q.iter().enumerate() {
+        let (lo, ls, hi, hs) = k_slot(t, i, e);
+        tile[lo] |= (q & 0xF) << ls;
+        if t == WType::Q6K {
+            tile[hi] |= (q >> 4) << hs;
+        }
+    }
+}
+
+/// The 256 codes of row `i` in a K-quant tile.
+pub(crate) fn k_codes(t: WType, tile: &[u8], i: usize) -> [u8; 256] {
+    let mut q = [0u8; 256];
+    for (e, q) in q.iter_mut().enumerate() {
+        let (lo, ls, hi, hs) = k_slot(t, i, e);
+        *q = (tile[lo] >> ls) & 0xF;
+        if t == WType::Q6K {
+            *q |= ((tile[hi] >> hs) & 3) << 4;
+        }
+    }
+    q
+}
+
+/// Row `i` of a K-quant tile -> its ggml block.
+fn get_k(t: WType, tile: &[u8], i: usize, blk: &mut [u8]) {
+    let q = k_codes(t, tile, i);
+    blk.fill(0);
+    if t == WType::Q4K {
+        blk[0..2].copy_from_slice(&tile[2 * i..2 * i + 2]);
+        blk[2..4].copy_from_slice(&tile[K4_DMIN + 2 * i..K4_DMIN + 2 * i + 2]);
+        let sc = |s: usize| tile[K4_SC + 16 * s + i];
+        let mn = |s: usize| tile[K4_MIN + 16 * s + i];
+        // the inverse of ggml's get_scale_min_k4
+        for j in 0..4 {
+            blk[4 + j] = sc(j) | ((sc(j + 4) >> 4) << 6);
+            blk[8 + j] = mn(j) | ((mn(j + 4) >> 4) << 6);
+            blk[12 + j] = (sc(j + 4) & 0xF) | ((mn(j + 4) & 0xF) << 4);
+        }
+        for (e, &q) in q.iter().enumerate() {
+            blk[16 + 32 * (e / 64) + e % 32] |= q << (4 * ((e / 32) % 2));
+        }
+    } else {
+        blk[208..210].copy_from_slice(&tile[2 * i..2 * i + 2]);
+        for g in 0..16 {
+            blk[192 + g] = tile[K6_SC + 16 * g + i];
+        }
+        for (e, &q) in q.iter().enumerate() {
+            let (half, l) = (e / 128, e % 32);
+            let quarter = (e % 128) / 32;
+            blk[64 * half + l + 32 * (quarter % 2)] |= (q & 0xF) << (4 * (quarter / 2));
+            blk[128 + 32 * half + l] |= (q >> 4) << (2 * quarter);
+        }
+    }
 }
 
 /// Where the nibble vectors start in a tile.
@@ -85,14 +205,18 @@ fn codes(t: WType, blk: &[u8]) -> [u8; 32] {
 
 /// ggml matrix bytes -> packed bytes. `packable(t, rows, cols)` must hold.
 pub fn pack(t: WType, rows: usize, cols: usize, ggml: &[u8]) -> Vec<u8> {
-    assert!(packable(t, rows, cols) && ggml.len() == rows * cols / 32 * t.block_bytes());
-    let (bb, nb, tb) = (t.block_bytes(), cols / 32, tile_bytes(t));
-    let mut out = vec![0u8; ggml.len()];
+    assert!(packable(t, rows, cols) && ggml.len() == rows * cols / t.block() * t.block_bytes());
+    let (bb, nb, tb) = (t.block_bytes(), cols / t.block(), tile_bytes(t));
+    let mut out = vec![0u8; packed_len(t, rows, cols)];
     for g in 0..rows / ROWS {
         for b in 0..nb {
             let tile = &mut out[(g * nb + b) * tb..(g * nb + b + 1) * tb];
             for i in 0..ROWS {
                 let blk = &ggml[((g * ROWS + i) * nb + b) * bb..][..bb];
+                if t.block() == 256 {
+                    put_k(t, tile, i, blk);
+                    continue;
+                }
                 tile[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
                 if t == WType::Q4_1 {
                     tile[32 + 2 * i..32 + 2 * i + 2].copy_from_slice(&blk[2..4]);
@@ -137,13 +261,17 @@ pub(crate) fn tile_codes(t: WType, tile: &[u8], i: usize) -> [u8; 32] {
 
 /// Packed bytes -> ggml matrix bytes (the exact inverse of [`pack`]).
 pub fn unpack(t: WType, rows: usize, cols: usize, packed: &[u8]) -> Vec<u8> {
-    let (bb, nb, tb) = (t.block_bytes(), cols / 32, tile_bytes(t));
-    let mut out = vec![0u8; packed.len()];
+    let (bb, nb, tb) = (t.block_bytes(), cols / t.block(), tile_bytes(t));
+    let mut out = vec![0u8; rows * nb * bb];
     for g in 0..rows / ROWS {
         for b in 0..nb {
             let tile = &packed[(g * nb + b) * tb..(g * nb + b + 1) * tb];
             for i in 0..ROWS {
                 let blk = &mut out[((g * ROWS + i) * nb + b) * bb..][..bb];
+                if t.block() == 256 {
+                    get_k(t, tile, i, blk);
+                    continue;
+                }
                 blk[0..2].copy_from_slice(&tile[2 * i..2 * i + 2]);
                 let u = tile_codes(t, tile, i);
                 match t {
@@ -176,6 +304,9 @@ pub fn unpack(t: WType, rows: usize, cols: usize, packed: &[u8]) -> Vec<u8> {
 /// 16 rows of the group whose tiles are `tiles` (starting at output column `col0`) and the `mr`
 /// activation rows from `m0`.
 pub fn dot_group(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize) {
+    if t.block() == 256 {
+        return dot_group_k(t, tiles, a, m0, mr, out, n, col0);
+    }
     let (nb, tb, off) = (a.k / 32, tile_bytes(t), offset(t));
     for r in 0..mr {
         let row = m0 + r;
@@ -191,6 +322,39 @@ pub fn dot_group(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &
                 *acc += super::f16_at(tile, 2 * i) * dx * isum as f32;
                 if t == WType::Q4_1 {
                     *acc += super::f16_at(tile, 32 + 2 * i) * a.s[row * nb + b];
+                }
+            }
+        }
+        out[row * n + col0..][..ROWS].copy_from_slice(&acc);
+    }
+}
+
+/// [`dot_group`] for the K-quants (Q8_K activations: one scale per 256, sums of 16).
+#[allow(clippy::too_many_arguments)]
+fn dot_group_k(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize) {
+    let (nb, tb) = (a.k / 256, tile_bytes(t));
+    for r in 0..mr {
+        let row = m0 + r;
+        let mut acc = [0f32; ROWS];
+        for b in 0..nb {
+            let tile = &tiles[b * tb..(b + 1) * tb];
+            let x = &a.qs[row * a.k + b * 256..][..256];
+            let dx = a.d[row * nb + b];
+            let bs = &a.bsums[(row * nb + b) * 16..][..16];
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let q = k_codes(t, tile, i);
+                let d = super::f16_at(tile, 2 * i);
+                if t == WType::Q4K {
+                    let (mut isum, mut msum) = (0i32, 0i32);
+                    for s in 0..8 {
+                        let sub: i32 = (32 * s..32 * s + 32).map(|e| q[e] as i32 * x[e] as i32).sum();
+                        isum += tile[K4_SC + 16 * s + i] as i32 * sub;
+                        msum += tile[K4_MIN + 16 * s + i] as i32 * (bs[2 * s] as i32 + bs[2 * s + 1] as i32);
+                    }
+                    *acc += dx * (d * isum as f32 - super::f16_at(tile, K4_DMIN + 2 * i) * msum as f32);
+                } else {
+                    let isum: i32 = (0..256).map(|e| tile[K6_SC + 16 * (e / 16) + i] as i8 as i32 * (q[e] as i32 - 32) * x[e] as i32).sum();
+                    *acc += d * dx * isum as f32;
                 }
             }
         }
