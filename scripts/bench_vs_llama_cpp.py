@@ -65,6 +65,8 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--guided-repeats", type=int, default=9,
+                    help="alternating plain / guided decodes for the guidance overhead (medians)")
     ap.add_argument("--json", help="write all figures to this file")
     ap.add_argument("--exe", default=os.environ.get("DEEPGUARD_EXE") or os.path.join(
         os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release/deepguard"),
@@ -76,7 +78,7 @@ def main():
     import tempfile
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
         subprocess.run([exe, "bench", "-m", a.model, "--prompt-tokens", str(a.prompt_tokens), "--gen-tokens",
-                        str(a.gen_tokens), "--n", str(a.n), "--json", tmp.name], capture_output=True, check=True)
+                        str(a.gen_tokens), "--n", str(a.n), "--guided-repeats", str(a.guided_repeats), "--json", tmp.name], capture_output=True, check=True)
         ours = json.load(open(tmp.name))[0]
     rows = [
         ("prefill tok/s (%d-token prompt)" % a.prompt_tokens, ours["prefill_tok_s"], ref["prefill_tok_s"]),

@@ -21,7 +21,7 @@ pub struct Args {
     pub n: usize,
     /// Plain vs guided decode (a steering hook at the middle block and a dense logits bias):
     /// this many alternating runs of each; the medians give the overhead ratio.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 9)]
     pub guided_repeats: usize,
     /// Write the results as JSON to this file as well.
     #[arg(long)]
