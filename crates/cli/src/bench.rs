@@ -20,7 +20,8 @@ pub struct Args {
     #[arg(long, short, default_value_t = 10)]
     pub n: usize,
     /// Plain vs guided decode (a steering hook at the middle block and a dense logits bias):
-    /// this many alternating runs of each; the medians give the overhead ratio.
+    /// this many back-to-back pairs, in ABBA order; the overhead is the median over the pairs of
+    /// guided / plain.
     #[arg(long, default_value_t = 9)]
     pub guided_repeats: usize,
     /// Write the results as JSON to this file as well.
@@ -41,8 +42,14 @@ struct Row {
     /// Median single-stream decode over the alternating runs, without and with guidance.
     decode_plain_median_tok_s: f64,
     decode_guided_median_tok_s: f64,
-    /// guided / plain: 0.97 means guidance costs 3%.
+    /// The median over the back-to-back pairs of (guided / plain): 0.97 means guidance costs 3%.
+    /// Pairs, because the two runs of a pair see nearly the same machine.
     guided_over_plain: f64,
+    /// The ratio of the two medians above (more exposed to drifts of the machine).
+    guided_over_plain_of_medians: f64,
+    /// Every run, in the order they ran (ABBA: plain first in even pairs, guided first in odd).
+    decode_plain_runs_tok_s: Vec<f64>,
+    decode_guided_runs_tok_s: Vec<f64>,
     peak_rss_mib: f64,
 }
 
@@ -106,17 +113,22 @@ pub fn run(a: Args) -> Result<()> {
         let v = deepguard_runtime::rng::normal(7, 0.01, &[hidden], m.decoder.device())?;
         let bias: Vec<f32> = (0..vocab).map(|i| ((i * 2654435761) % 1000) as f32 * 1e-4).collect();
         let (mut plain, mut guided) = (Vec::new(), Vec::new());
-        for _ in 0..a.guided_repeats {
-            let g = generate(&m, short, &single, &mut no_eos, &mut |_, _| {})?;
-            plain.push(g.generated_tokens as f64 / g.decode_secs);
-            let mut gd = Guidance::default();
-            gd.processors.push(ban_eos());
-            gd.hooks.push(Box::new(AddVector::new(m.cfg().n_layers / 2, &v, 1.0, short.len() - 1)?));
-            gd.processors.push(Box::new(AddBias { bias: bias.clone() }));
-            let g = generate(&m, short, &single, &mut gd, &mut |_, _| {})?;
-            guided.push(g.generated_tokens as f64 / g.decode_secs);
+        for i in 0..a.guided_repeats {
+            // ABBA order: whichever runs second in a pair is not always the same one
+            for with_guidance in if i % 2 == 0 { [false, true] } else { [true, false] } {
+                let mut gd = Guidance::default();
+                gd.processors.push(ban_eos());
+                if with_guidance {
+                    gd.hooks.push(Box::new(AddVector::new(m.cfg().n_layers / 2, &v, 1.0, short.len() - 1)?));
+                    gd.processors.push(Box::new(AddBias { bias: bias.clone() }));
+                }
+                let g = generate(&m, short, &single, &mut gd, &mut |_, _| {})?;
+                let rate = g.generated_tokens as f64 / g.decode_secs;
+                if with_guidance { guided.push(rate) } else { plain.push(rate) }
+            }
         }
-        let (pm, gm) = (median(plain), median(guided));
+        let (pm, gm) = (median(plain.clone()), median(guided.clone()));
+        let paired = median(plain.iter().zip(&guided).map(|(p, g)| g / p).collect());
         rows.push(Row {
             model: spec.clone(),
             threads,
@@ -128,15 +140,21 @@ pub fn run(a: Args) -> Result<()> {
             batched_per_stream_tok_s: agg / a.n as f64,
             decode_plain_median_tok_s: pm,
             decode_guided_median_tok_s: gm,
-            guided_over_plain: gm / pm,
+            guided_over_plain: paired,
+            guided_over_plain_of_medians: gm / pm,
+            decode_plain_runs_tok_s: plain,
+            decode_guided_runs_tok_s: guided,
             peak_rss_mib: peak_rss_mib(),
         });
     }
-    println!("| model | threads | prefill tok/s ({} tok) | decode tok/s | batch n | batched aggregate tok/s | per stream | decode plain / guided (median of {}) | peak RSS MiB |", a.prompt_tokens, a.guided_repeats);
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| model | threads | prefill tok/s ({} tok) | decode tok/s | batch n | batched aggregate tok/s | per stream | decode plain / guided tok/s (medians of {}) | guided / plain (median of pairs) | peak RSS MiB |",
+        a.prompt_tokens, a.guided_repeats
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} / {:.1} = {:.3} | {:.0} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} / {:.1} | {:.3} | {:.0} |",
             r.model,
             r.threads,
             r.prefill_tok_s,

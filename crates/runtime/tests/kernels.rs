@@ -187,3 +187,16 @@ fn packed_simd_and_scalar_agree_on_large_shapes() {
         }
     }
 }
+
+#[test]
+fn large_matrices_pack_in_parallel_and_round_trip() {
+    // over 1 MB: packed by several threads, each taking whole 16-row groups
+    for (dt, n, k) in [(GgmlDType::Q8_0, 1040, 1024), (GgmlDType::Q6K, 640, 2048)] {
+        let q = QTensor::quantize(&random(n, k, 4), dt).unwrap();
+        let plain = QMatrix::from_qtensor(&q).unwrap().unwrap();
+        assert!(plain.bytes().len() > 1 << 20);
+        let qm = QMatrix::from_qtensor_for(&q, Isa::Avx512).unwrap().unwrap();
+        assert!(qm.is_packed(), "{dt:?}");
+        assert_eq!(&*qm.to_qtensor().unwrap().data().unwrap(), plain.bytes(), "{dt:?}");
+    }
+}
