@@ -19,11 +19,20 @@ pub struct Args {
     /// Batch size for the batched measurement.
     #[arg(long, short, default_value_t = 10)]
     pub n: usize,
+    /// Single-stream vs batched decode: this many back-to-back pairs (ABBA order); each run
+    /// counts as tokens per step / its median step time, and the speed-up is the median over the
+    /// pairs of batched / single.
+    #[arg(long, default_value_t = 3)]
+    pub batched_pairs: usize,
     /// Plain vs guided decode (a steering hook at the middle block and a dense logits bias):
-    /// this many back-to-back pairs, in ABBA order; the overhead is the median over the pairs of
-    /// guided / plain.
-    #[arg(long, default_value_t = 9)]
+    /// this many back-to-back pairs, in ABBA order; each run counts as 1 / its median step time,
+    /// and the overhead is the median over the pairs of guided / plain.
+    #[arg(long, default_value_t = 25)]
     pub guided_repeats: usize,
+    /// Tokens decoded per run of the plain vs guided comparison: short runs keep the two runs of
+    /// a pair close in time, so that the host's load swings hit both.
+    #[arg(long, default_value_t = 32)]
+    pub guided_tokens: usize,
     /// Write the results as JSON to this file as well.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -39,7 +48,14 @@ struct Row {
     batch: usize,
     batched_aggregate_tok_s: f64,
     batched_per_stream_tok_s: f64,
-    /// Median single-stream decode over the alternating runs, without and with guidance.
+    /// The median over back-to-back (single, batched) pairs of batched / single tokens/s, each run
+    /// counted by its median step time.
+    batched_over_single: f64,
+    /// The two runs of each pair (tokens per step / median step time).
+    single_runs_tok_s: Vec<f64>,
+    batched_runs_tok_s: Vec<f64>,
+    /// Single-stream decode without and with guidance: per run, 1 / its median step time; here
+    /// the median over the runs.
     decode_plain_median_tok_s: f64,
     decode_guided_median_tok_s: f64,
     /// The median over the back-to-back pairs of (guided / plain): 0.97 means guidance costs 3%.
@@ -47,7 +63,8 @@ struct Row {
     guided_over_plain: f64,
     /// The ratio of the two medians above (more exposed to drifts of the machine).
     guided_over_plain_of_medians: f64,
-    /// Every run, in the order they ran (ABBA: plain first in even pairs, guided first in odd).
+    /// Every run (1 / median step time), in the order of the pairs (ABBA: plain first in even
+    /// pairs, guided first in odd).
     decode_plain_runs_tok_s: Vec<f64>,
     decode_guided_runs_tok_s: Vec<f64>,
     peak_rss_mib: f64,
@@ -85,6 +102,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.guided_repeats == 0 {
         anyhow::bail!("--guided-repeats must be at least 1");
     }
+    if a.batched_pairs == 0 {
+        anyhow::bail!("--batched-pairs must be at least 1");
+    }
+    if a.guided_tokens == 0 {
+        anyhow::bail!("--guided-tokens must be at least 1");
+    }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut rows = Vec::new();
     for spec in &a.model {
@@ -105,6 +128,20 @@ pub fn run(a: Args) -> Result<()> {
         let batched = SamplingParams { n: a.n, ..single.clone() };
         let gb = generate(&m, short, &batched, &mut no_eos, &mut |_, _| {})?;
         let agg = gb.generated_tokens as f64 / gb.decode_secs;
+        // Batched over single stream from pairs of runs close in time: the two runs above, then
+        // more pairs in ABBA order. Every sample runs to the end (no EOS), so a batched step
+        // yields n tokens.
+        let step_rate = |g: &deepguard_runtime::generate::Generation, n: usize| n as f64 / median(g.step_secs.clone());
+        let (mut single_runs, mut batched_runs) = (vec![step_rate(&g1, 1)], vec![step_rate(&gb, a.n)]);
+        for i in 1..a.batched_pairs {
+            for is_batched in if i % 2 == 0 { [false, true] } else { [true, false] } {
+                let mut gd = Guidance::default();
+                gd.processors.push(ban_eos());
+                let g = generate(&m, short, if is_batched { &batched } else { &single }, &mut gd, &mut |_, _| {})?;
+                if is_batched { batched_runs.push(step_rate(&g, a.n)) } else { single_runs.push(step_rate(&g, 1)) }
+            }
+        }
+        let batched_over_single = median(single_runs.iter().zip(&batched_runs).map(|(s, b)| b / s).collect());
         // Guidance overhead: a steering vector added after the middle block from the last prompt
         // token on, and a dense bias over the vocabulary at every step, as `--steer` and
         // `--guard` apply them (small magnitudes: the text stays ordinary code). Plain and guided
@@ -112,6 +149,7 @@ pub fn run(a: Args) -> Result<()> {
         let (hidden, vocab) = (m.cfg().hidden_size, m.cfg().vocab_size);
         let v = deepguard_runtime::rng::normal(7, 0.01, &[hidden], m.decoder.device())?;
         let bias: Vec<f32> = (0..vocab).map(|i| ((i * 2654435761) % 1000) as f32 * 1e-4).collect();
+        let pair_params = SamplingParams { max_tokens: a.guided_tokens, ..single.clone() };
         let (mut plain, mut guided) = (Vec::new(), Vec::new());
         for i in 0..a.guided_repeats {
             // ABBA order: whichever runs second in a pair is not always the same one
@@ -122,8 +160,10 @@ pub fn run(a: Args) -> Result<()> {
                     gd.hooks.push(Box::new(AddVector::new(m.cfg().n_layers / 2, &v, 1.0, short.len() - 1)?));
                     gd.processors.push(Box::new(AddBias { bias: bias.clone() }));
                 }
-                let g = generate(&m, short, &single, &mut gd, &mut |_, _| {})?;
-                let rate = g.generated_tokens as f64 / g.decode_secs;
+                let g = generate(&m, short, &pair_params, &mut gd, &mut |_, _| {})?;
+                // the run's median step: a burst of load on the host that covers less than half
+                // of the run does not move it
+                let rate = 1.0 / median(g.step_secs.clone());
                 if with_guidance { guided.push(rate) } else { plain.push(rate) }
             }
         }
@@ -138,6 +178,9 @@ pub fn run(a: Args) -> Result<()> {
             batch: a.n,
             batched_aggregate_tok_s: agg,
             batched_per_stream_tok_s: agg / a.n as f64,
+            batched_over_single,
+            single_runs_tok_s: single_runs,
+            batched_runs_tok_s: batched_runs,
             decode_plain_median_tok_s: pm,
             decode_guided_median_tok_s: gm,
             guided_over_plain: paired,
@@ -148,20 +191,20 @@ pub fn run(a: Args) -> Result<()> {
         });
     }
     println!(
-        "| model | threads | prefill tok/s ({} tok) | decode tok/s | batch n | batched aggregate tok/s | per stream | decode plain / guided tok/s (medians of {}) | guided / plain (median of pairs) | peak RSS MiB |",
-        a.prompt_tokens, a.guided_repeats
+        "| model | threads | prefill tok/s ({} tok) | decode tok/s | batch n | batched aggregate tok/s | batched / single (median of {} pairs) | decode plain / guided tok/s (medians of {}) | guided / plain (median of pairs) | peak RSS MiB |",
+        a.prompt_tokens, a.batched_pairs, a.guided_repeats
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.1} / {:.1} | {:.3} | {:.0} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.2}x | {:.1} / {:.1} | {:.3} | {:.0} |",
             r.model,
             r.threads,
             r.prefill_tok_s,
             r.decode_tok_s,
             r.batch,
             r.batched_aggregate_tok_s,
-            r.batched_per_stream_tok_s,
+            r.batched_over_single,
             r.decode_plain_median_tok_s,
             r.decode_guided_median_tok_s,
             r.guided_over_plain,

@@ -55,6 +55,9 @@ pub struct Generation {
     pub decode_secs: f64,
     /// Decode steps run (the longest sample's length).
     pub decode_steps: usize,
+    /// Wall time of each decode step (sampling plus the forward pass), for benchmarks.
+    #[serde(skip)]
+    pub step_secs: Vec<f64>,
 }
 
 /// Hooks and processors active for one request.
@@ -118,7 +121,9 @@ pub fn generate(
 
     let t1 = Instant::now();
     let mut steps = 0;
+    let mut step_secs = Vec::with_capacity(params.max_tokens);
     for step in 0..params.max_tokens {
+        let step_start = std::time::Instant::now();
         let sampling = crate::profile::span(crate::profile::Stage::Sample);
         let mut rows: Vec<Vec<f32>> = logits.to_vec2()?;
         // Processors run in order (they may keep per-sample state); then the rows are sampled
@@ -160,6 +165,7 @@ pub fn generate(
         steps = step + 1;
         let keep: Vec<usize> = (0..live.len()).filter(|&r| finish[live[r]].is_none()).collect();
         if keep.is_empty() {
+            step_secs.push(step_start.elapsed().as_secs_f64());
             break;
         }
         if keep.len() < live.len() {
@@ -169,6 +175,7 @@ pub fn generate(
         }
         let input = Tensor::new(next.as_slice(), dev)?.unsqueeze(1)?;
         logits = dec.forward(&input, p + step, Some(&mut cache), &opts)?.logits.unwrap();
+        step_secs.push(step_start.elapsed().as_secs_f64());
     }
     let decode_secs = t1.elapsed().as_secs_f64();
     crate::profile::report(&format!("decode, batch of {n}"), decode_secs, steps);
@@ -176,7 +183,7 @@ pub fn generate(
         .map(|s| Sample { text: std::mem::take(&mut texts[s]), tokens: streams[s].tokens.clone(), finish_reason: finish[s].unwrap_or(FinishReason::Length) })
         .collect();
     let generated_tokens = samples.iter().map(|s| s.tokens.len()).sum();
-    Ok(Generation { samples, prompt_tokens: p, generated_tokens, prefill_secs, decode_secs, decode_steps: steps })
+    Ok(Generation { samples, prompt_tokens: p, generated_tokens, prefill_secs, decode_secs, decode_steps: steps, step_secs })
 }
 
 /// Length of the prefix of `text` that no continuation can turn into a stop string.
