@@ -270,6 +270,7 @@ unsafe fn q6k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MA
 /// tiles of a `t` matrix with `a.k` columns, and `out` must hold rows `m0 .. m0 + mr` of width
 /// `n >= col0 + 16`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn packed_rows(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize, prefetch: usize) {
     debug_assert!(m0 + mr <= a.m && tiles.len() == a.k / t.block() * super::packed::tile_bytes(t));
     debug_assert!(out.len() >= (m0 + mr) * n && col0 + 16 <= n);

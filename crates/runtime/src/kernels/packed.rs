@@ -328,6 +328,7 @@ pub fn unpack(t: WType, rows: usize, cols: usize, packed: &[u8]) -> Vec<u8> {
 /// Reference kernel: `out[(m0 + r) * n + col0 + i] = dot(row i of the group, x[m0 + r])` for the
 /// 16 rows of the group whose tiles are `tiles` (starting at output column `col0`) and the `mr`
 /// activation rows from `m0`.
+#[allow(clippy::too_many_arguments)]
 pub fn dot_group(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize) {
     if t.block() == 256 {
         return dot_group_k(t, tiles, a, m0, mr, out, n, col0);
