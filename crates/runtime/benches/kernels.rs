@@ -42,12 +42,12 @@ fn main() {
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
         let plain = QMatrix::from_qtensor(&QTensor::quantize(&w, dt).unwrap()).unwrap().unwrap();
         let packed = plain.clone().packed();
-        // the interleaved layout where it applies (AVX-512 only: other ISAs read it with the reference)
+        // the interleaved layout where it applies (SIMD ISAs; the scalar path reads it with the reference)
         let layouts: Vec<(&QMatrix, Isa)> = isas
             .iter()
             .flat_map(|&isa| {
                 let mut v = vec![(&plain, isa)];
-                if packed.is_packed() && isa == Isa::Avx512 {
+                if packed.is_packed() && isa != Isa::Scalar {
                     v.push((&packed, isa));
                 }
                 v

@@ -222,3 +222,256 @@ unsafe fn q6k<const R: usize>(w: &[u8], a: &QActs, m0: usize, res: &mut [f32; MA
     }
     res[..R].copy_from_slice(&acc);
 }
+
+/// The packed layout (`packed.rs`): `out[(m0 + r) * n + col0 + i]` = row i of the 16-row group
+/// whose tiles are `tiles`, times activation row `m0 + r`, for `mr` (1..=4) rows. The 16 rows go
+/// in two passes of 8, each reading one 256-bit half of every tile vector; byte products with
+/// `vpmaddubsw` (codes below 64, so the i16 pair sums cannot saturate; Q8_0 with the sign trick)
+/// and `vpmaddwd`. `prefetch` > 0 asks for the tile that many bytes ahead (first pass).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `tiles` must be one group's tiles of a `t` matrix
+/// with `a.k` columns, and `out` must hold rows `m0 .. m0 + mr` of width `n >= col0 + 16`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn packed_rows(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize, prefetch: usize) {
+    debug_assert!(m0 + mr <= a.m && tiles.len() == a.k / t.block() * super::packed::tile_bytes(t));
+    debug_assert!(out.len() >= (m0 + mr) * n && col0 + 16 <= n);
+    for h in 0..2 {
+        let o = out.as_mut_ptr().add(col0 + 8 * h);
+        let pf = if h == 0 { prefetch } else { 0 };
+        match mr {
+            1 => packed_t::<1>(t, tiles, a, m0, o, n, h, pf),
+            2 => packed_t::<2>(t, tiles, a, m0, o, n, h, pf),
+            3 => packed_t::<3>(t, tiles, a, m0, o, n, h, pf),
+            _ => packed_t::<4>(t, tiles, a, m0, o, n, h, pf),
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_t<const R: usize>(t: WType, tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, h: usize, pf: usize) {
+    match t {
+        WType::Q8_0 => packed32::<R, Q8_0>(tiles, a, m0, o, n, h, pf),
+        WType::Q4_0 => packed32::<R, Q4_0>(tiles, a, m0, o, n, h, pf),
+        WType::Q4_1 => packed32::<R, Q4_1>(tiles, a, m0, o, n, h, pf),
+        WType::Q5_0 => packed32::<R, Q5_0>(tiles, a, m0, o, n, h, pf),
+        WType::Q4K => packed_q4k::<R>(tiles, a, m0, o, n, h, pf),
+        WType::Q6K => packed_q6k::<R>(tiles, a, m0, o, n, h, pf),
+    }
+}
+
+#[inline(always)]
+unsafe fn prefetch_tile(p: *const u8, tb: usize, pf: usize) {
+    if pf > 0 {
+        let mut l = 0;
+        while l < tb {
+            // a hint: it cannot fault, even past the end of the matrix
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(pf + l) as *const i8);
+            l += 64;
+        }
+    }
+}
+
+/// Four activation bytes (column quad `j`) in every lane.
+#[inline(always)]
+unsafe fn quad(xb: *const i32, j: usize) -> __m256i {
+    _mm256_set1_epi32(std::ptr::read_unaligned(xb.add(j)))
+}
+
+/// Sum over 4 column quads of u * x, per row (8 i32 lanes), for codes u < 32: each i16 pair sum
+/// is below 2 * 31 * 128, so four of them still fit in i16.
+#[inline(always)]
+unsafe fn dot4_small(u: &[__m256i], xb: *const i32) -> __m256i {
+    let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(u[0], quad(xb, 0)), _mm256_maddubs_epi16(u[1], quad(xb, 1)));
+    let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(u[2], quad(xb, 2)), _mm256_maddubs_epi16(u[3], quad(xb, 3)));
+    _mm256_madd_epi16(_mm256_add_epi16(s01, s23), _mm256_set1_epi16(1))
+}
+
+/// The same for codes u < 64 (two quads per i16 sum).
+#[inline(always)]
+unsafe fn dot4_mid(u: &[__m256i], xb: *const i32) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(u[0], quad(xb, 0)), _mm256_maddubs_epi16(u[1], quad(xb, 1)));
+    let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(u[2], quad(xb, 2)), _mm256_maddubs_epi16(u[3], quad(xb, 3)));
+    _mm256_add_epi32(_mm256_madd_epi16(s01, ones), _mm256_madd_epi16(s23, ones))
+}
+
+/// 32 bits -> 32 bytes, 0xFF where the bit is set (bit k -> byte k).
+#[inline(always)]
+unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+    let shuf = _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuf);
+    let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1))
+}
+
+/// 8 f16 values at `p` as f32.
+#[inline(always)]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+/// 8 bytes at `p` as f32, unsigned or signed.
+#[inline(always)]
+unsafe fn bytes8_ps<const SIGNED: bool>(p: *const u8) -> __m256 {
+    let v = _mm_loadl_epi64(p as *const __m128i);
+    _mm256_cvtepi32_ps(if SIGNED { _mm256_cvtepi8_epi32(v) } else { _mm256_cvtepu8_epi32(v) })
+}
+
+#[inline(always)]
+unsafe fn packed32<const R: usize, const T: u8>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, h: usize, pf: usize) {
+    let (tb, off) = match T {
+        Q8_0 => (544, 0),
+        Q4_0 => (288, 8),
+        Q4_1 => (320, 0),
+        _ => (352, 16),
+    };
+    let k = a.k;
+    let nb = k / 32;
+    let xq = a.qs.as_ptr();
+    let m4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        let p = tiles.as_ptr().add(b * tb);
+        prefetch_tile(p, tb, pf);
+        let dw = f16x8(p.add(16 * h));
+        let mut wv = [_mm256_setzero_si256(); 8];
+        if T == Q8_0 {
+            // signed weights (the stored codes are w + 128)
+            for j in 0..8 {
+                wv[j] = _mm256_xor_si256(_mm256_loadu_si256(p.add(32 + 64 * j + 32 * h) as *const __m256i), _mm256_set1_epi8(-128));
+            }
+        } else {
+            let nib = p.add(match T {
+                Q4_0 => 32,
+                Q4_1 => 64,
+                _ => 96,
+            } + 32 * h);
+            for j in 0..4 {
+                let v = _mm256_loadu_si256(nib.add(64 * j) as *const __m256i);
+                wv[j] = _mm256_and_si256(v, m4);
+                wv[j + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+            if T == Q5_0 {
+                for j in 0..8 {
+                    let bits = std::ptr::read_unaligned(p.add(32 + 8 * j + 4 * h) as *const u32);
+                    wv[j] = _mm256_or_si256(wv[j], _mm256_and_si256(bytes_from_bits(bits), _mm256_set1_epi8(16)));
+                }
+            }
+        }
+        let mw = if T == Q4_1 { f16x8(p.add(32 + 16 * h)) } else { dw };
+        for r in 0..R {
+            let row = m0 + r;
+            let xb = xq.add(row * k + b * 32) as *const i32;
+            let e = row * nb + b;
+            let isum = if T == Q8_0 {
+                let mut s = _mm256_setzero_si256();
+                for j in 0..8 {
+                    let x = quad(xb, j);
+                    let pr = _mm256_maddubs_epi16(_mm256_abs_epi8(wv[j]), _mm256_sign_epi8(x, wv[j]));
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(pr, ones));
+                }
+                s
+            } else {
+                let s = _mm256_add_epi32(dot4_small(&wv[0..4], xb), dot4_small(&wv[4..8], xb.add(4)));
+                if off != 0 { _mm256_sub_epi32(s, _mm256_set1_epi32(off * *a.sums.get_unchecked(e))) } else { s }
+            };
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*a.d.get_unchecked(e)));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[r]);
+            if T == Q4_1 {
+                acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*a.s.get_unchecked(e)), acc[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(o.add((m0 + r) * n), acc[r]);
+    }
+}
+
+#[inline(always)]
+unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, h: usize, pf: usize) {
+    const TB: usize = 2368;
+    let k = a.k;
+    let nb = k / 256;
+    let xq = a.qs.as_ptr();
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        let p = tiles.as_ptr().add(b * TB);
+        prefetch_tile(p, TB, pf);
+        let dw = f16x8(p.add(16 * h));
+        let dmw = f16x8(p.add(32 + 16 * h));
+        for s in 0..8 {
+            let scs = _mm256_mul_ps(bytes8_ps::<false>(p.add(64 + 16 * s + 8 * h)), dw);
+            let mns = _mm256_mul_ps(bytes8_ps::<false>(p.add(192 + 16 * s + 8 * h)), dmw);
+            let q = p.add(320 + 512 * (s / 2) + 32 * h);
+            let mut wv = [_mm256_setzero_si256(); 8];
+            for j in 0..8 {
+                let v = _mm256_loadu_si256(q.add(64 * j) as *const __m256i);
+                wv[j] = _mm256_and_si256(if s % 2 == 0 { v } else { _mm256_srli_epi16(v, 4) }, m4);
+            }
+            for r in 0..R {
+                let row = m0 + r;
+                let xb = xq.add(row * k + b * 256 + 32 * s) as *const i32;
+                let isum = _mm256_add_epi32(dot4_small(&wv[0..4], xb), dot4_small(&wv[4..8], xb.add(4)));
+                let bs = a.bsums.as_ptr().add((row * nb + b) * 16 + 2 * s);
+                let dx = *a.d.get_unchecked(row * nb + b);
+                let xs = (*bs as i32 + *bs.add(1) as i32) as f32 * dx;
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(scs, _mm256_set1_ps(dx)), acc[r]);
+                acc[r] = _mm256_fnmadd_ps(mns, _mm256_set1_ps(xs), acc[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(o.add((m0 + r) * n), acc[r]);
+    }
+}
+
+#[inline(always)]
+unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, h: usize, pf: usize) {
+    const TB: usize = 3360;
+    let k = a.k;
+    let nb = k / 256;
+    let xq = a.qs.as_ptr();
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        let p = tiles.as_ptr().add(b * TB);
+        prefetch_tile(p, TB, pf);
+        let dw = f16x8(p.add(16 * h));
+        for g in 0..16 {
+            let (p4, gg) = (g / 4, g % 4);
+            let scg = _mm256_mul_ps(bytes8_ps::<true>(p.add(32 + 16 * g + 8 * h)), dw);
+            let mut wv = [_mm256_setzero_si256(); 4];
+            for hh in 0..4 {
+                let c4 = 4 * gg + hh;
+                let l = _mm256_loadu_si256(p.add(288 + 64 * (8 * p4 + c4 % 8) + 32 * h) as *const __m256i);
+                let lo = _mm256_and_si256(if c4 < 8 { l } else { _mm256_srli_epi16(l, 4) }, m4);
+                let hb = _mm256_loadu_si256(p.add(2336 + 64 * (4 * p4 + hh) + 32 * h) as *const __m256i);
+                // bits 2gg..2gg+2 of each byte to bits 4..6
+                let hb = match gg {
+                    0 => _mm256_slli_epi16(hb, 4),
+                    1 => _mm256_slli_epi16(hb, 2),
+                    2 => hb,
+                    _ => _mm256_srli_epi16(hb, 2),
+                };
+                wv[hh] = _mm256_or_si256(lo, _mm256_and_si256(hb, m30));
+            }
+            for r in 0..R {
+                let row = m0 + r;
+                let xb = xq.add(row * k + b * 256 + 16 * g) as *const i32;
+                let xs = *a.bsums.get_unchecked((row * nb + b) * 16 + g) as i32;
+                let isum = _mm256_sub_epi32(dot4_mid(&wv, xb), _mm256_set1_epi32(32 * xs));
+                let dx = *a.d.get_unchecked(row * nb + b);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(scg, _mm256_set1_ps(dx)), acc[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(o.add((m0 + r) * n), acc[r]);
+    }
+}

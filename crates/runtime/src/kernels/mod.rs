@@ -9,9 +9,9 @@
 //! Work is split over output rows across candle's thread pool. Several rows of x (prefill, batched
 //! decoding) are processed together so that each weight block is loaded and unpacked once per
 //! group of up to 4 rows (12 with AVX-512). The SIMD path (AVX-512 with VNNI, else AVX2) is chosen
-//! at run time; the scalar path is the reference the tests compare against. For AVX-512 the
-//! 32-block matrices are stored interleaved, 16 rows at a time ([`packed`]), so that one
-//! instruction advances 16 output rows.
+//! at run time; the scalar path is the reference the tests compare against. For the SIMD paths
+//! matrices are stored interleaved, 16 rows at a time ([`packed`]), so that one instruction
+//! advances 8 or 16 output rows.
 
 mod act;
 pub mod attention;
@@ -145,8 +145,8 @@ impl Isa {
     }
 }
 
-/// A quantized weight matrix (rows = outputs, cols = inputs): in its GGUF byte layout, or (32-block
-/// types, see [`packed`]) with every 16 rows interleaved for the AVX-512 kernels.
+/// A quantized weight matrix (rows = outputs, cols = inputs): in its GGUF byte layout, or (see
+/// [`packed`]) with every 16 rows interleaved for the SIMD kernels.
 #[derive(Debug, Clone)]
 pub struct QMatrix {
     pub wtype: WType,
@@ -162,8 +162,9 @@ impl QMatrix {
         Self::from_qtensor_for(q, Isa::Scalar)
     }
 
-    /// [`from_qtensor`](Self::from_qtensor) in the layout the kernels of `isa` want: with AVX-512,
-    /// matrices whose row count is a multiple of 16 are interleaved ([`packed`]). Copies the bytes once.
+    /// [`from_qtensor`](Self::from_qtensor) in the layout the kernels of `isa` want: with AVX2 or
+    /// AVX-512, matrices whose row count is a multiple of 16 are interleaved ([`packed`]). Copies
+    /// the bytes once.
     pub fn from_qtensor_for(q: &QTensor, isa: Isa) -> Result<Option<Self>> {
         let Some(wtype) = WType::from_ggml(q.dtype()) else { return Ok(None) };
         let (rows, cols) = q.shape().dims2()?;
@@ -171,7 +172,7 @@ impl QMatrix {
             return Ok(None);
         }
         let bytes = q.data()?;
-        if isa == Isa::Avx512 && packed::packable(wtype, rows, cols) && bytes.len() == rows * cols / wtype.block() * wtype.block_bytes() {
+        if isa >= Isa::Avx2 && packed::packable(wtype, rows, cols) && bytes.len() == rows * cols / wtype.block() * wtype.block_bytes() {
             let data = packed::pack(wtype, rows, cols, &bytes);
             return Ok(Some(Self { wtype, rows, cols, packed: true, data: std::sync::Arc::new(data) }));
         }
@@ -290,7 +291,9 @@ impl QMatrix {
                     // SAFETY: AVX-512 is present (Isa), `tiles` is group g, out holds m rows of n.
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => unsafe { avx512::packed_rows(self.wtype, tiles, acts, m0, m1 - m0, out, n, g * packed::ROWS, if ag == 0 { pf } else { 0 }) },
-                    // no AVX2 kernel for this layout: the reference (matrices are packed for AVX-512 only)
+                    // SAFETY: AVX2 is present (Isa), `tiles` is group g, out holds m rows of n.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { avx2::packed_rows(self.wtype, tiles, acts, m0, m1 - m0, out, n, g * packed::ROWS, if ag == 0 { pf } else { 0 }) },
                     _ => packed::dot_group(self.wtype, tiles, acts, m0, m1 - m0, out, n, g * packed::ROWS),
                 }
             }
