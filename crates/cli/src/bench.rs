@@ -70,6 +70,31 @@ struct Row {
     peak_rss_mib: f64,
 }
 
+/// Runs `run(false)` and `run(true)` back to back for each pair index, in ABBA order (the one
+/// that runs second alternates, so a drift of the machine hits both), and returns their results
+/// as (all false, all true).
+fn abba_pairs(pairs: std::ops::Range<usize>, mut run: impl FnMut(bool) -> Result<f64>) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in pairs {
+        for second in if i % 2 == 0 { [false, true] } else { [true, false] } {
+            let r = run(second)?;
+            if second { b.push(r) } else { a.push(r) }
+        }
+    }
+    Ok((a, b))
+}
+
+/// Tokens per step / the run's median step time: a burst of load on the host that covers less
+/// than half of the run does not move it.
+fn step_rate(g: &deepguard_runtime::generate::Generation, tokens_per_step: usize) -> f64 {
+    tokens_per_step as f64 / median(g.step_secs.clone())
+}
+
+/// The median over pairs of b / a.
+fn median_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(a, b)| b / a).collect())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -129,19 +154,16 @@ pub fn run(a: Args) -> Result<()> {
         let gb = generate(&m, short, &batched, &mut no_eos, &mut |_, _| {})?;
         let agg = gb.generated_tokens as f64 / gb.decode_secs;
         // Batched over single stream from pairs of runs close in time: the two runs above, then
-        // more pairs in ABBA order. Every sample runs to the end (no EOS), so a batched step
-        // yields n tokens.
-        let step_rate = |g: &deepguard_runtime::generate::Generation, n: usize| n as f64 / median(g.step_secs.clone());
-        let (mut single_runs, mut batched_runs) = (vec![step_rate(&g1, 1)], vec![step_rate(&gb, a.n)]);
-        for i in 1..a.batched_pairs {
-            for is_batched in if i % 2 == 0 { [false, true] } else { [true, false] } {
-                let mut gd = Guidance::default();
-                gd.processors.push(ban_eos());
-                let g = generate(&m, short, if is_batched { &batched } else { &single }, &mut gd, &mut |_, _| {})?;
-                if is_batched { batched_runs.push(step_rate(&g, a.n)) } else { single_runs.push(step_rate(&g, 1)) }
-            }
-        }
-        let batched_over_single = median(single_runs.iter().zip(&batched_runs).map(|(s, b)| b / s).collect());
+        // more pairs. Every sample runs to the end (no EOS), so a batched step yields n tokens.
+        let (mut single_runs, mut batched_runs) = abba_pairs(1..a.batched_pairs, |is_batched| {
+            let mut gd = Guidance::default();
+            gd.processors.push(ban_eos());
+            let g = generate(&m, short, if is_batched { &batched } else { &single }, &mut gd, &mut |_, _| {})?;
+            Ok(step_rate(&g, if is_batched { a.n } else { 1 }))
+        })?;
+        single_runs.insert(0, step_rate(&g1, 1));
+        batched_runs.insert(0, step_rate(&gb, a.n));
+        let batched_over_single = median_ratio(&single_runs, &batched_runs);
         // Guidance overhead: a steering vector added after the middle block from the last prompt
         // token on, and a dense bias over the vocabulary at every step, as `--steer` and
         // `--guard` apply them (small magnitudes: the text stays ordinary code). Plain and guided
@@ -150,25 +172,17 @@ pub fn run(a: Args) -> Result<()> {
         let v = deepguard_runtime::rng::normal(7, 0.01, &[hidden], m.decoder.device())?;
         let bias: Vec<f32> = (0..vocab).map(|i| ((i * 2654435761) % 1000) as f32 * 1e-4).collect();
         let pair_params = SamplingParams { max_tokens: a.guided_tokens, ..single.clone() };
-        let (mut plain, mut guided) = (Vec::new(), Vec::new());
-        for i in 0..a.guided_repeats {
-            // ABBA order: whichever runs second in a pair is not always the same one
-            for with_guidance in if i % 2 == 0 { [false, true] } else { [true, false] } {
-                let mut gd = Guidance::default();
-                gd.processors.push(ban_eos());
-                if with_guidance {
-                    gd.hooks.push(Box::new(AddVector::new(m.cfg().n_layers / 2, &v, 1.0, short.len() - 1)?));
-                    gd.processors.push(Box::new(AddBias { bias: bias.clone() }));
-                }
-                let g = generate(&m, short, &pair_params, &mut gd, &mut |_, _| {})?;
-                // the run's median step: a burst of load on the host that covers less than half
-                // of the run does not move it
-                let rate = 1.0 / median(g.step_secs.clone());
-                if with_guidance { guided.push(rate) } else { plain.push(rate) }
+        let (plain, guided) = abba_pairs(0..a.guided_repeats, |with_guidance| {
+            let mut gd = Guidance::default();
+            gd.processors.push(ban_eos());
+            if with_guidance {
+                gd.hooks.push(Box::new(AddVector::new(m.cfg().n_layers / 2, &v, 1.0, short.len() - 1)?));
+                gd.processors.push(Box::new(AddBias { bias: bias.clone() }));
             }
-        }
+            Ok(step_rate(&generate(&m, short, &pair_params, &mut gd, &mut |_, _| {})?, 1))
+        })?;
         let (pm, gm) = (median(plain.clone()), median(guided.clone()));
-        let paired = median(plain.iter().zip(&guided).map(|(p, g)| g / p).collect());
+        let paired = median_ratio(&plain, &guided);
         rows.push(Row {
             model: spec.clone(),
             threads,

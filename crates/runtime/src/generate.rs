@@ -123,7 +123,7 @@ pub fn generate(
     let mut steps = 0;
     let mut step_secs = Vec::with_capacity(params.max_tokens);
     for step in 0..params.max_tokens {
-        let step_start = std::time::Instant::now();
+        let step_start = Instant::now();
         let sampling = crate::profile::span(crate::profile::Stage::Sample);
         let mut rows: Vec<Vec<f32>> = logits.to_vec2()?;
         // Processors run in order (they may keep per-sample state); then the rows are sampled

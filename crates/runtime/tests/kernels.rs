@@ -88,6 +88,17 @@ fn every_type_matches_candle_qmatmul() {
     }
 }
 
+/// `tested` with `isa` against `reference` with the scalar kernels, on `m` rows of `x`.
+fn agrees_with_scalar(reference: &QMatrix, tested: &QMatrix, x: &[f32], m: usize, isa: Isa, what: &str) {
+    let n = reference.rows;
+    let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+    reference.matmul(x, m, &mut a, Isa::Scalar);
+    tested.matmul(x, m, &mut b, isa);
+    for (i, (u, v)) in a.iter().zip(&b).enumerate() {
+        assert!((u - v).abs() <= 1e-4 * u.abs().max(1.0), "{what} [{i}]: scalar {u} vs {v}");
+    }
+}
+
 #[test]
 fn simd_and_scalar_agree_on_large_shapes() {
     // big enough for several threads and weight-row tiles
@@ -97,12 +108,7 @@ fn simd_and_scalar_agree_on_large_shapes() {
             let qm = QMatrix::from_qtensor(&q).unwrap().unwrap();
             // 40 rows: several row groups, and an input big enough to be quantized in parallel
             let x = random(40, k, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let (mut a, mut b) = (vec![0f32; 40 * 333], vec![0f32; 40 * 333]);
-            qm.matmul(&x, 40, &mut a, Isa::Scalar);
-            qm.matmul(&x, 40, &mut b, isa);
-            for (i, (u, v)) in a.iter().zip(&b).enumerate() {
-                assert!((u - v).abs() <= 1e-4 * u.abs().max(1.0), "{dt:?} [{i}]: scalar {u} vs {isa:?} {v}");
-            }
+            agrees_with_scalar(&qm, &qm, &x, 40, isa, &format!("{dt:?} {isa:?}"));
         }
     }
 }
@@ -178,12 +184,7 @@ fn packed_simd_and_scalar_agree_on_large_shapes() {
             let plain = QMatrix::from_qtensor(&q).unwrap().unwrap();
             let qm = plain.clone().packed();
             let x = random(40, k, 2).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let (mut a, mut b) = (vec![0f32; 40 * n], vec![0f32; 40 * n]);
-            plain.matmul(&x, 40, &mut a, Isa::Scalar);
-            qm.matmul(&x, 40, &mut b, isa);
-            for (i, (u, v)) in a.iter().zip(&b).enumerate() {
-                assert!((u - v).abs() <= 1e-4 * u.abs().max(1.0), "{dt:?} [{i}]: scalar {u} vs packed {isa:?} {v}");
-            }
+            agrees_with_scalar(&plain, &qm, &x, 40, isa, &format!("{dt:?} packed {isa:?}"));
         }
     }
 }

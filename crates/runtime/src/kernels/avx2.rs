@@ -262,18 +262,6 @@ unsafe fn packed_t<const R: usize>(t: WType, tiles: &[u8], a: &QActs, m0: usize,
     }
 }
 
-#[inline(always)]
-unsafe fn prefetch_tile(p: *const u8, tb: usize, pf: usize) {
-    if pf > 0 {
-        let mut l = 0;
-        while l < tb {
-            // a hint: it cannot fault, even past the end of the matrix
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(pf + l) as *const i8);
-            l += 64;
-        }
-    }
-}
-
 /// Four activation bytes (column quad `j`) in every lane.
 #[inline(always)]
 unsafe fn quad(xb: *const i32, j: usize) -> __m256i {
@@ -336,7 +324,7 @@ unsafe fn packed32<const R: usize, const T: u8>(tiles: &[u8], a: &QActs, m0: usi
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         let p = tiles.as_ptr().add(b * tb);
-        prefetch_tile(p, tb, pf);
+        super::prefetch_ahead(p, tb, pf);
         let dw = f16x8(p.add(16 * h));
         let mut wv = [_mm256_setzero_si256(); 8];
         if T == Q8_0 {
@@ -401,7 +389,7 @@ unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         let p = tiles.as_ptr().add(b * TB);
-        prefetch_tile(p, TB, pf);
+        super::prefetch_ahead(p, TB, pf);
         let dw = f16x8(p.add(16 * h));
         let dmw = f16x8(p.add(32 + 16 * h));
         for s in 0..8 {
@@ -441,7 +429,7 @@ unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
         let p = tiles.as_ptr().add(b * TB);
-        prefetch_tile(p, TB, pf);
+        super::prefetch_ahead(p, TB, pf);
         let dw = f16x8(p.add(16 * h));
         for g in 0..16 {
             let (p4, gg) = (g / 4, g % 4);

@@ -298,18 +298,6 @@ unsafe fn packed_t<const R: usize>(t: WType, tiles: &[u8], a: &QActs, m0: usize,
     }
 }
 
-#[inline(always)]
-unsafe fn prefetch_tile(p: *const u8, tb: usize, pf: usize) {
-    if pf > 0 {
-        let mut l = 0;
-        while l < tb {
-            // a hint: it cannot fault, even past the end of the matrix
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(pf + l) as *const i8);
-            l += 64;
-        }
-    }
-}
-
 /// 16 bytes at `p` (one per row) as 16 f32 lanes, unsigned or signed.
 #[inline(always)]
 unsafe fn bytes_ps<const SIGNED: bool>(p: *const u8) -> __m512 {
@@ -329,7 +317,7 @@ unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
         let p = tiles.as_ptr().add(b * TB);
-        prefetch_tile(p, TB, pf);
+        super::prefetch_ahead(p, TB, pf);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
         let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i));
         let mut sup = [_mm512_setzero_ps(); R];
@@ -376,7 +364,7 @@ unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
         let p = tiles.as_ptr().add(b * TB);
-        prefetch_tile(p, TB, pf);
+        super::prefetch_ahead(p, TB, pf);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
         let mut sup = [_mm512_setzero_ps(); R];
         for g in 0..16 {
@@ -432,7 +420,7 @@ unsafe fn packed<const R: usize, const T: u8>(tiles: &[u8], a: &QActs, m0: usize
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
         let p = tiles.as_ptr().add(b * tb);
-        prefetch_tile(p, tb, pf);
+        super::prefetch_ahead(p, tb, pf);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
         let mut wv = [_mm512_setzero_si512(); 8];
         if T == Q8_0 {

@@ -70,6 +70,10 @@ impl WType {
         }
     }
     /// Bytes per weight block.
+    /// Bytes of a `rows` x `cols` matrix in the GGUF layout.
+    pub fn matrix_bytes(self, rows: usize, cols: usize) -> usize {
+        rows * cols / self.block() * self.block_bytes()
+    }
     pub fn block_bytes(self) -> usize {
         match self {
             WType::Q4_0 => 18,
@@ -172,9 +176,8 @@ impl QMatrix {
             return Ok(None);
         }
         let bytes = q.data()?;
-        if isa >= Isa::Avx2 && packed::packable(wtype, rows, cols) && bytes.len() == rows * cols / wtype.block() * wtype.block_bytes() {
-            let data = packed::pack(wtype, rows, cols, &bytes);
-            return Ok(Some(Self { wtype, rows, cols, packed: true, data: std::sync::Arc::new(data) }));
+        if isa >= Isa::Avx2 && packed::packable(wtype, rows, cols) && bytes.len() == wtype.matrix_bytes(rows, cols) {
+            return Ok(Some(Self::interleaved(wtype, rows, cols, &bytes)));
         }
         Self::from_bytes(wtype, rows, cols, bytes.into_owned()).map(Some)
     }
@@ -183,7 +186,7 @@ impl QMatrix {
         if cols % wtype.block() != 0 {
             bail!("{wtype:?} matrix with {cols} columns: not a multiple of the block size {}", wtype.block());
         }
-        let want = rows * cols / wtype.block() * wtype.block_bytes();
+        let want = wtype.matrix_bytes(rows, cols);
         if data.len() != want {
             bail!("{wtype:?} matrix {rows}x{cols} needs {want} bytes, got {}", data.len());
         }
@@ -195,8 +198,12 @@ impl QMatrix {
         if self.packed || !packed::packable(self.wtype, self.rows, self.cols) {
             return self;
         }
-        let data = packed::pack(self.wtype, self.rows, self.cols, &self.data);
-        Self { packed: true, data: std::sync::Arc::new(data), ..self }
+        Self::interleaved(self.wtype, self.rows, self.cols, &self.data)
+    }
+
+    /// A packed matrix from GGUF bytes (`packed::packable` holds).
+    fn interleaved(wtype: WType, rows: usize, cols: usize, ggml: &[u8]) -> Self {
+        Self { wtype, rows, cols, packed: true, data: std::sync::Arc::new(packed::pack(wtype, rows, cols, ggml)) }
     }
 
     pub fn is_packed(&self) -> bool {
@@ -255,7 +262,7 @@ impl QMatrix {
                 let mr = m1 - m0;
                 for r in tile_lo..tile_hi {
                     if g == 0 && pf_rows > 0 {
-                        prefetch_row(&self.data, (r + pf_rows) * rb, rb);
+                        prefetch_ahead(self.data.as_ptr().wrapping_add(r * rb), rb, pf_rows * rb);
                     }
                     let w = &self.data[r * rb..(r + 1) * rb];
                     let mut res = [0f32; MAX_GROUP];
@@ -404,21 +411,23 @@ fn prefetch_bytes() -> usize {
     *ON.get_or_init(|| std::env::var("DEEPGUARD_PREFETCH").ok().and_then(|v| v.parse().ok()).unwrap_or(4096))
 }
 
-/// Asks for the cache lines of `data[from..from + len]` (clamped to `data`) to be loaded.
+/// Asks for the cache lines of the `len` bytes that start `dist` bytes after `p` to be loaded
+/// (nothing if `dist` is 0): the weight stream read ahead of the kernels. A prefetch is a hint and
+/// cannot fault, so the range may run past the end of the matrix.
 #[inline(always)]
-fn prefetch_row(data: &[u8], from: usize, len: usize) {
+pub(crate) fn prefetch_ahead(p: *const u8, len: usize, dist: usize) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let end = data.len().min(from + len);
-        let mut off = from;
-        while off < end {
-            // SAFETY: prefetching is a hint and cannot fault; the address is inside `data`.
-            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(data.as_ptr().add(off) as *const i8) };
+    if dist > 0 {
+        let mut off = 0;
+        while off < len {
+            // SAFETY: a prefetch does not access memory architecturally; wrapping_add keeps the
+            // pointer arithmetic defined past the allocation.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(dist + off) as *const i8) };
             off += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, from, len);
+    let _ = (p, len, dist);
 }
 
 /// A raw pointer that threads of the pool may share; each use says which part it alone writes.

@@ -206,7 +206,7 @@ fn codes(t: WType, blk: &[u8]) -> [u8; 32] {
 /// ggml matrix bytes -> packed bytes. `packable(t, rows, cols)` must hold. Groups of rows are
 /// packed in parallel (a model's worth takes about a second on 2 cores).
 pub fn pack(t: WType, rows: usize, cols: usize, ggml: &[u8]) -> Vec<u8> {
-    assert!(packable(t, rows, cols) && ggml.len() == rows * cols / t.block() * t.block_bytes());
+    assert!(packable(t, rows, cols) && ggml.len() == t.matrix_bytes(rows, cols));
     let (bb, nb, tb) = (t.block_bytes(), cols / t.block(), tile_bytes(t));
     let group_bytes = nb * tb;
     let mut out = vec![0u8; packed_len(t, rows, cols)];
@@ -287,7 +287,7 @@ pub(crate) fn tile_codes(t: WType, tile: &[u8], i: usize) -> [u8; 32] {
 /// Packed bytes -> ggml matrix bytes (the exact inverse of [`pack`]).
 pub fn unpack(t: WType, rows: usize, cols: usize, packed: &[u8]) -> Vec<u8> {
     let (bb, nb, tb) = (t.block_bytes(), cols / t.block(), tile_bytes(t));
-    let mut out = vec![0u8; rows * nb * bb];
+    let mut out = vec![0u8; t.matrix_bytes(rows, cols)];
     for g in 0..rows / ROWS {
         for b in 0..nb {
             let tile = &packed[(g * nb + b) * tb..(g * nb + b + 1) * tb];
@@ -330,60 +330,47 @@ pub fn unpack(t: WType, rows: usize, cols: usize, packed: &[u8]) -> Vec<u8> {
 /// activation rows from `m0`.
 #[allow(clippy::too_many_arguments)]
 pub fn dot_group(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize) {
-    if t.block() == 256 {
-        return dot_group_k(t, tiles, a, m0, mr, out, n, col0);
-    }
-    let (nb, tb, off) = (a.k / 32, tile_bytes(t), offset(t));
-    for r in 0..mr {
-        let row = m0 + r;
+    let tb = tile_bytes(t);
+    for row in m0..m0 + mr {
         let mut acc = [0f32; ROWS];
-        for b in 0..nb {
-            let tile = &tiles[b * tb..(b + 1) * tb];
-            let x = &a.qs[row * a.k + b * 32..][..32];
-            let dx = a.d[row * nb + b];
-            let sx: i32 = x.iter().map(|&v| v as i32).sum();
+        for (b, tile) in tiles.chunks_exact(tb).enumerate() {
             for (i, acc) in acc.iter_mut().enumerate() {
-                let u = tile_codes(t, tile, i);
-                let isum: i32 = u.iter().zip(x).map(|(&u, &x)| u as i32 * x as i32).sum::<i32>() - off * sx;
-                *acc += super::f16_at(tile, 2 * i) * dx * isum as f32;
-                if t == WType::Q4_1 {
-                    *acc += super::f16_at(tile, 32 + 2 * i) * a.s[row * nb + b];
-                }
+                *acc += tile_row_dot(t, tile, i, a, row, b);
             }
         }
         out[row * n + col0..][..ROWS].copy_from_slice(&acc);
     }
 }
 
-/// [`dot_group`] for the K-quants (Q8_K activations: one scale per 256, sums of 16).
-#[allow(clippy::too_many_arguments)]
-fn dot_group_k(t: WType, tiles: &[u8], a: &QActs, m0: usize, mr: usize, out: &mut [f32], n: usize, col0: usize) {
-    let (nb, tb) = (a.k / 256, tile_bytes(t));
-    for r in 0..mr {
-        let row = m0 + r;
-        let mut acc = [0f32; ROWS];
-        for b in 0..nb {
-            let tile = &tiles[b * tb..(b + 1) * tb];
-            let x = &a.qs[row * a.k + b * 256..][..256];
-            let dx = a.d[row * nb + b];
-            let bs = &a.bsums[(row * nb + b) * 16..][..16];
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let q = k_codes(t, tile, i);
-                let d = super::f16_at(tile, 2 * i);
-                if t == WType::Q4K {
-                    let (mut isum, mut msum) = (0i32, 0i32);
-                    for s in 0..8 {
-                        let sub: i32 = (32 * s..32 * s + 32).map(|e| q[e] as i32 * x[e] as i32).sum();
-                        isum += tile[K4_SC + 16 * s + i] as i32 * sub;
-                        msum += tile[K4_MIN + 16 * s + i] as i32 * (bs[2 * s] as i32 + bs[2 * s + 1] as i32);
-                    }
-                    *acc += dx * (d * isum as f32 - super::f16_at(tile, K4_DMIN + 2 * i) * msum as f32);
-                } else {
-                    let isum: i32 = (0..256).map(|e| tile[K6_SC + 16 * (e / 16) + i] as i8 as i32 * (q[e] as i32 - 32) * x[e] as i32).sum();
-                    *acc += d * dx * isum as f32;
-                }
+/// Row `i` of a tile (block `b`) times the same block of activation row `row`, written out plainly.
+fn tile_row_dot(t: WType, tile: &[u8], i: usize, a: &QActs, row: usize, b: usize) -> f32 {
+    let bs = t.block();
+    let e = row * (a.k / bs) + b;
+    let x = &a.qs[row * a.k + b * bs..][..bs];
+    let (dx, d) = (a.d[e], super::f16_at(tile, 2 * i));
+    match t {
+        WType::Q4K => {
+            let q = k_codes(t, tile, i);
+            let sums = &a.bsums[e * 16..][..16];
+            let (mut isum, mut msum) = (0i32, 0i32);
+            for s in 0..8 {
+                let sub: i32 = (32 * s..32 * s + 32).map(|e| q[e] as i32 * x[e] as i32).sum();
+                isum += tile[K4_SC + 16 * s + i] as i32 * sub;
+                msum += tile[K4_MIN + 16 * s + i] as i32 * (sums[2 * s] as i32 + sums[2 * s + 1] as i32);
             }
+            dx * (d * isum as f32 - super::f16_at(tile, K4_DMIN + 2 * i) * msum as f32)
         }
-        out[row * n + col0..][..ROWS].copy_from_slice(&acc);
+        WType::Q6K => {
+            let q = k_codes(t, tile, i);
+            let isum: i32 = (0..256).map(|e| tile[K6_SC + 16 * (e / 16) + i] as i8 as i32 * (q[e] as i32 - 32) * x[e] as i32).sum();
+            d * dx * isum as f32
+        }
+        _ => {
+            let sx: i32 = x.iter().map(|&v| v as i32).sum();
+            let u = tile_codes(t, tile, i);
+            let isum: i32 = u.iter().zip(x).map(|(&u, &x)| u as i32 * x as i32).sum::<i32>() - offset(t) * sx;
+            let min = if t == WType::Q4_1 { super::f16_at(tile, 32 + 2 * i) * a.s[e] } else { 0.0 };
+            d * dx * isum as f32 + min
+        }
     }
 }
