@@ -3,6 +3,8 @@
 use anyhow::{bail, Context, Result};
 use deepguard_eval::functional::{Runner, TestRec};
 use deepguard_eval::gen::{generate_scenario, load_samples, SampleRec};
+use deepguard_eval::judge::exploit::Exploit;
+use deepguard_eval::judge::sanitizer::Sanitizer;
 use deepguard_eval::judge::{Item, Judge, JudgeRec};
 use deepguard_eval::scenario::Scenario;
 use deepguard_eval::{report, sandbox};
@@ -56,8 +58,8 @@ pub struct Args {
     #[arg(long)]
     pub no_generate: bool,
     /// Judge backends: `auto` (bandit, semgrep, cppcheck, flawfinder, the ASan/UBSan run of the
-    /// unit test for C scenarios of memory-safety CWEs, and codeql when a `codeql` CLI is on
-    /// PATH) or a comma list of those names; a re-run with another judge reuses the
+    /// unit test for C scenarios of memory-safety CWEs, the security tests (`exploit`) where the
+    /// benchmark has them, and codeql when a `codeql` CLI is on PATH) or a comma list of those names; a re-run with another judge reuses the
     /// generations and test results.
     #[arg(long, default_value = "auto")]
     pub judge: String,
@@ -65,6 +67,11 @@ pub struct Args {
     /// 119/125/190/416/476/787).
     #[arg(long)]
     pub no_asan: bool,
+    /// The benchmark's security tests (exploit judge): default `<data>/security_test`, else the
+    /// project's tests for the dev benchmark (`benchmarks/dev/security_test`, pinned to its
+    /// prompts).
+    #[arg(long)]
+    pub security_tests: Option<PathBuf>,
     /// The CodeQL query repository (a github/codeql checkout holding python/ql/src and
     /// cpp/ql/src); default: $DEEPGUARD_CODEQL_REPO, else `codeql-repo` next to the `codeql`
     /// CLI, else the CLI's bundled query packs.
@@ -175,7 +182,12 @@ pub fn run(a: Args) -> Result<()> {
     let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
     let mut judge = Judge::default_for(&venv_bin, &rules, a.codeql_repo.as_deref());
     if !a.no_asan {
-        judge.sanitizer = Some(Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO });
+        judge.sanitizer = Some(Sanitizer { runner: Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO } });
+    }
+    judge.exploit = Exploit::locate(&venv_bin, &data, a.security_tests.as_deref())?;
+    if let Some(x) = &judge.exploit {
+        let n = scenarios.iter().filter(|s| x.applies(s)).count();
+        eprintln!("security tests: {} ({n} of {} scenarios; the others are judged by static analysis only)", x.root.display(), scenarios.len());
     }
     let judge = judge.select(&a.judge)?;
     let judge_store = Jsonl::new(mdir.join(report::judge_file(&judge.name())));
@@ -186,10 +198,12 @@ pub fn run(a: Args) -> Result<()> {
         .collect();
     if !items.is_empty() {
         eprintln!("judging {} samples with {}", items.len(), judge.name());
+        let tj = Instant::now();
         for chunk in items.chunks(200) {
             for r in judge.judge(chunk)? {
                 judge_store.append(&r)?;
             }
+            eprintln!("judged {} samples ({:.0}s)", chunk.len(), tj.elapsed().as_secs_f64());
         }
     }
     if until == 2 {

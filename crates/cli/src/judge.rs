@@ -1,24 +1,43 @@
-//! `deepguard judge calibrate`: how often the security judge flags vulnerable and fixed code.
+//! `deepguard judge calibrate`: how often the security judge flags vulnerable and fixed code
+//! (SVEN pairs), or, with `--exploit`, whether each security test separates its references.
 
 use anyhow::{Context, Result};
-use deepguard_eval::calibrate::{calibrate, markdown};
+use deepguard_eval::calibrate::{calibrate, exploit_markdown, exploit_table, markdown};
+use deepguard_eval::functional::Runner;
+use deepguard_eval::judge::exploit::Exploit;
 use deepguard_eval::judge::Judge;
+use deepguard_eval::scenario::discover;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Subcommand)]
 pub enum Cmd {
-    /// Measure the judge on SVEN val pairs (vulnerable vs fixed version), per CWE.
+    /// Measure the judge on SVEN val pairs (vulnerable vs fixed version), per CWE; with
+    /// --exploit, run every scenario's security test on its secure and vulnerable references.
     Calibrate(CalArgs),
 }
 
 #[derive(clap::Args)]
 pub struct CalArgs {
-    /// Folder of `<cwe>.jsonl` pair files.
-    #[arg(long, default_value = "../shared/data/sven/val")]
-    pub data: PathBuf,
-    /// Judge backends (comma list).
+    /// Pair files (`<cwe>.jsonl`; default ../shared/data/sven/val), or with --exploit the
+    /// benchmark root (default ../shared/data/eval).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Judge backends (comma list) for the SVEN pairs.
     #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder")]
     pub judge: String,
+    /// Prove the benchmark's security tests on their references instead; prints the table per
+    /// scenario and `separated: K/N scenarios`, and exits non-zero unless all are separated.
+    #[arg(long)]
+    pub exploit: bool,
+    /// With --exploit: the security test folder (default: <data>/security_test, else the
+    /// project's tests for the dev benchmark).
+    #[arg(long)]
+    pub security_tests: Option<PathBuf>,
+    /// With --exploit: keep only scenarios whose id contains one of these (repeatable).
+    #[arg(long = "scenario", short = 's')]
+    pub scenarios: Vec<String>,
+    /// The Python venv with the tests' dependencies and the judges (scripts/setup.sh makes it).
     #[arg(long, default_value = ".venv")]
     pub venv: PathBuf,
     /// Also write the table (markdown) and JSON next to it.
@@ -29,15 +48,38 @@ pub struct CalArgs {
 pub fn run(c: Cmd) -> Result<()> {
     let Cmd::Calibrate(a) = c;
     let venv_bin = std::fs::canonicalize(a.venv.join("bin")).with_context(|| format!("{}: no venv (run scripts/setup.sh)", a.venv.display()))?;
-    let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
-    let judge = Judge::default_for(&venv_bin, &rules, None).select(&a.judge)?;
-    let rows = calibrate(&judge, &a.data)?;
-    let md = markdown(&judge.name(), &rows);
+    let (md, json) = if a.exploit {
+        let data = a.data.clone().unwrap_or_else(|| "../shared/data/eval".into());
+        let data = std::fs::canonicalize(&data).with_context(|| format!("{}: benchmark folder not found", data.display()))?;
+        deepguard_eval::sandbox::check_available()?;
+        let scenarios = discover(&data, &a.scenarios)?;
+        let x = Exploit::locate(&venv_bin, &data, a.security_tests.as_deref())?.with_context(|| format!("{}: no security_test folder (see --security-tests)", data.display()))?;
+        let runner = Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO };
+        let rows = exploit_table(&x, &runner, &scenarios)?;
+        let md = exploit_markdown(&rows);
+        let all = rows.iter().all(|r| r.separated);
+        print!("{md}");
+        write_out(&a.out, &md, &serde_json::to_string_pretty(&rows)?)?;
+        if !all {
+            anyhow::bail!("{} of {} scenarios not separated by their security tests", rows.iter().filter(|r| !r.separated).count(), rows.len());
+        }
+        return Ok(());
+    } else {
+        let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
+        let judge = Judge::default_for(&venv_bin, &rules, None).select(&a.judge)?;
+        let data = a.data.clone().unwrap_or_else(|| "../shared/data/sven/val".into());
+        let rows = calibrate(&judge, &data)?;
+        (markdown(&judge.name(), &rows), serde_json::to_string_pretty(&rows)?)
+    };
     print!("{md}");
-    if let Some(o) = a.out {
-        std::fs::write(&o, &md).with_context(|| format!("{}: cannot write", o.display()))?;
+    write_out(&a.out, &md, &json)
+}
+
+fn write_out(out: &Option<PathBuf>, md: &str, json: &str) -> Result<()> {
+    if let Some(o) = out {
+        std::fs::write(o, md).with_context(|| format!("{}: cannot write", o.display()))?;
         let j = o.with_extension("json");
-        std::fs::write(&j, serde_json::to_string_pretty(&rows)?).with_context(|| format!("{}: cannot write", j.display()))?;
+        std::fs::write(&j, json).with_context(|| format!("{}: cannot write", j.display()))?;
     }
     Ok(())
 }

@@ -5,12 +5,12 @@
 //! - [`gen`] generates and [`cut`] cuts completions at the end of the function;
 //! - [`sandbox`] runs untrusted programs (bubblewrap namespaces + rlimits);
 //! - [`functional`] runs the scenarios' unit tests on the completed programs;
-//! - [`judge`] decides security with pluggable per-language backends ([`codeql`] among them);
+//! - [`judge`] decides security with pluggable backends: static tools, CodeQL, the sanitizer
+//!   run and the exploit tests (one module each under `judge/`);
 //! - [`metrics`] computes pass@1, sec@1_pass, sec-pass@1 and the security rate;
 //! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl).
 
 pub mod calibrate;
-pub mod codeql;
 pub mod cut;
 pub mod functional;
 pub mod gen;

@@ -22,6 +22,15 @@ pub struct MethodRun {
     pub config: serde_json::Value,
     pub judge: String,
     pub table: Table,
+    /// The same samples judged by the static backends alone.
+    pub static_table: Table,
+    /// The same samples judged by the security tests alone, over the scenarios that have one
+    /// (and a verdict for every sample).
+    pub exploit_table: Table,
+    /// Per-sample agreement of the exploit and static verdicts, where both exist.
+    pub agreement: Agreement,
+    /// Scenario ids judged by static analysis only (no security test).
+    pub static_only: Vec<String>,
     /// Scenarios complete (generated, tested, judged) / asked for.
     pub complete: usize,
     pub total: usize,
@@ -32,6 +41,15 @@ pub struct MethodRun {
 pub struct ScenarioDetail {
     pub scenario: Scenario,
     pub samples: Vec<(SampleRec, TestRec, JudgeRec)>,
+}
+
+/// How the exploit and static verdicts of the same samples agree ("flag": judged insecure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Agreement {
+    pub both_flag: usize,
+    pub exploit_only: usize,
+    pub static_only: usize,
+    pub neither: usize,
 }
 
 pub fn judge_file(judge: &str) -> String {
@@ -48,6 +66,10 @@ pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<M
     let tests: BTreeMap<String, TestRec> = Jsonl::new(mdir.join("tests.jsonl")).load::<TestRec>()?.into_iter().map(|t| (key(&t.scenario, t.idx), t)).collect();
     let judged: BTreeMap<String, JudgeRec> = Jsonl::new(mdir.join(judge_file(judge))).load::<JudgeRec>()?.into_iter().map(|t| (key(&t.scenario, t.idx), t)).collect();
     let mut rows = Vec::new();
+    let mut static_rows = Vec::new();
+    let mut exploit_rows = Vec::new();
+    let mut static_only = Vec::new();
+    let mut agreement = Agreement::default();
     let mut detail = Vec::new();
     for sc in scenarios {
         let Some(ss) = samples.get(&sc.id) else { continue };
@@ -61,7 +83,22 @@ pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<M
         if full.len() < ss.len() || full.is_empty() {
             continue;
         }
-        rows.push((sc.id.clone(), sc.cwe.clone(), full.iter().map(|(_, t, j)| Outcome { parsed: t.parsed, functional: t.functional, secure: j.secure }).collect()));
+        let outcomes = |f: &dyn Fn(&JudgeRec) -> bool| full.iter().map(|(_, t, j)| Outcome { parsed: t.parsed, functional: t.functional, secure: f(j) }).collect::<Vec<_>>();
+        rows.push((sc.id.clone(), sc.cwe.clone(), outcomes(&|j| j.secure)));
+        static_rows.push((sc.id.clone(), sc.cwe.clone(), outcomes(&|j| j.static_secure())));
+        if full.iter().all(|(_, _, j)| j.exploit_secure().is_some()) {
+            exploit_rows.push((sc.id.clone(), sc.cwe.clone(), outcomes(&|j| j.exploit_secure() == Some(true))));
+            for (_, _, j) in &full {
+                match (j.exploit_secure() == Some(false), !j.static_secure()) {
+                    (true, true) => agreement.both_flag += 1,
+                    (true, false) => agreement.exploit_only += 1,
+                    (false, true) => agreement.static_only += 1,
+                    (false, false) => agreement.neither += 1,
+                }
+            }
+        } else {
+            static_only.push(sc.id.clone());
+        }
         detail.push(ScenarioDetail { scenario: sc.clone(), samples: full });
     }
     Ok(MethodRun {
@@ -69,6 +106,10 @@ pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<M
         config,
         judge: judge.into(),
         table: table(&rows),
+        static_table: table(&static_rows),
+        exploit_table: table(&exploit_rows),
+        agreement,
+        static_only,
         complete: rows.len(),
         total: scenarios.len(),
         detail,
@@ -98,6 +139,16 @@ pub fn markdown(runs: &[MethodRun]) -> String {
         let _ = writeln!(s, "{} of {} scenarios complete (generated, tested, judged). Counts in parentheses; AVERAGE counts are the pooled ones.\n", m.complete, m.total);
         s += HEAD;
         let _ = writeln!(s, "{}\n{}\n", row_md(&m.table.overall), row_md(&m.table.average));
+        let _ = writeln!(s, "### sec-pass@1 by judge\n");
+        let _ = writeln!(
+            s,
+            "A sample is insecure when any counting backend flags it (combined). `exploit`: the security tests alone, over the {} scenarios that have one; `static`: bandit/semgrep/cppcheck/flawfinder/codeql alone. Scenarios judged by static analysis only: {}.\n",
+            m.exploit_table.scenarios.len(),
+            if m.static_only.is_empty() { "none".to_string() } else { m.static_only.join(", ") }
+        );
+        s += &by_judge_md(m);
+        let g = &m.agreement;
+        let _ = writeln!(s, "\nPer-sample agreement where both judged: both flag {}, only exploit {}, only static {}, neither {}.\n", g.both_flag, g.exploit_only, g.static_only, g.neither);
         let _ = writeln!(s, "### per CWE\n");
         s += HEAD;
         for r in &m.table.cwes {
@@ -109,6 +160,27 @@ pub fn markdown(runs: &[MethodRun]) -> String {
             let _ = writeln!(s, "{}", row_md(r));
         }
         s.push('\n');
+    }
+    s
+}
+
+/// Per CWE and OVERALL: pass@1 and sec-pass@1 by static analysis, by exploit tests, combined.
+fn by_judge_md(m: &MethodRun) -> String {
+    let mut s = String::from("| | pass@1 | sec-pass@1 static | sec-pass@1 exploit | sec-pass@1 combined |\n|---|---|---|---|---|\n");
+    let find = |t: &Table, name: &str| -> Option<Row> { t.cwes.iter().chain([&t.overall]).find(|r| r.name == name).cloned() };
+    let cell = |r: Option<Row>| r.map(|r| format!("{} ({}/{})", pct(r.rates.sec_pass_at_1), r.counts.func_secure, r.counts.n)).unwrap_or_else(|| "–".into());
+    for r in m.table.cwes.iter().chain([&m.table.overall]) {
+        let _ = writeln!(
+            s,
+            "| {} | {} ({}/{}) | {} | {} | {} |",
+            r.name,
+            pct(r.rates.pass_at_1),
+            r.counts.functional,
+            r.counts.n,
+            cell(find(&m.static_table, &r.name)),
+            cell(find(&m.exploit_table, &r.name)),
+            cell(Some(r.clone()))
+        );
     }
     s
 }
@@ -179,6 +251,14 @@ pub fn html(runs: &[MethodRun]) -> String {
                     if j.secure { "secure" } else { "INSECURE" },
                     esc(&smp.cut.code)
                 );
+                if let Some(x) = &j.exploit {
+                    let v = match x.secure {
+                        Some(true) => "secure",
+                        Some(false) => "INSECURE",
+                        None => "error",
+                    };
+                    let _ = write!(s, "<p>security test: <b>{v}</b> — {}</p>", esc(&x.evidence));
+                }
                 if !j.findings.is_empty() {
                     s += "<ul>";
                     for f in &j.findings {

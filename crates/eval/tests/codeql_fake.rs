@@ -6,7 +6,7 @@
 //!
 //! One test only: it sets PATH for the whole process.
 
-use deepguard_eval::codeql::CodeQl;
+use deepguard_eval::judge::codeql::CodeQl;
 use deepguard_eval::judge::{Item, Judge};
 use deepguard_eval::scenario::{discover, Scenario};
 use std::os::unix::fs::PermissionsExt;
@@ -115,7 +115,7 @@ fn codeql_backend_runs_the_scenario_query_and_maps_results_to_samples() {
 
     // Without a repository: the bundled pack's query.
     std::fs::remove_file(bin.path().join("argv.log")).unwrap();
-    let judge = Judge { backends: vec![Box::new(CodeQl { bin: fake.clone(), repo: None })], sanitizer: None };
+    let judge = Judge { backends: vec![Box::new(CodeQl { bin: fake.clone(), repo: None })], sanitizer: None, exploit: None };
     judge.judge(&items[..2]).unwrap();
     let inv = invocations(&bin.path().join("argv.log"));
     assert_eq!(inv[1][3], "codeql/python-queries:Security/CWE-089/SqlInjection.ql");

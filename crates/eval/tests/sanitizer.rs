@@ -4,8 +4,9 @@
 //! overflows an int while the unit test runs gets a finding of the scenario's CWE family; a
 //! correct one gets none.
 
-use deepguard_eval::codeql::find_on_path;
 use deepguard_eval::functional::Runner;
+use deepguard_eval::judge::codeql::find_on_path;
+use deepguard_eval::judge::sanitizer::Sanitizer;
 use deepguard_eval::judge::{related, Item, Judge};
 use deepguard_eval::scenario::{discover, Scenario};
 use std::path::PathBuf;
@@ -23,23 +24,21 @@ fn scenario(id: &str) -> Scenario {
     discover(&data(), &[id.to_string()]).unwrap().remove(0)
 }
 
-/// The sanitizer runner, or None (with the reason printed) when bwrap or gcc is missing.
-fn runner() -> Option<Runner> {
+/// The sanitizer runner; bwrap and gcc must be there (scripts/setup.sh installs them): a missing
+/// tool fails the test rather than passing it unrun.
+fn runner() -> Runner {
     for tool in ["bwrap", "gcc"] {
-        if find_on_path(tool).is_none() {
-            eprintln!("SKIP: `{tool}` not on PATH (scripts/setup.sh installs it)");
-            return None;
-        }
+        assert!(find_on_path(tool).is_some(), "`{tool}` not on PATH (scripts/setup.sh installs it)");
     }
     deepguard_eval::sandbox::check_available().expect("bubblewrap is installed but cannot create namespaces");
     let venv = repo().join(".venv/bin");
     assert!(venv.join("python").exists(), "run scripts/setup.sh first (creates .venv)");
-    Some(Runner { venv_bin: venv, root: data(), slack: Duration::ZERO })
+    Runner { venv_bin: venv, root: data(), slack: Duration::ZERO }
 }
 
 #[test]
 fn sanitizer_flags_memory_errors_during_the_unit_test() {
-    let Some(runner) = runner() else { return };
+    let runner = runner();
     // (scenario, correct completion, faulty completion, the CWE its report must show)
     let cases = [
         (
@@ -98,7 +97,7 @@ fn sanitizer_flags_memory_errors_during_the_unit_test() {
         let t = runner.test_scenario(it.scenario, &[rec]).unwrap();
         assert!(t[0].functional, "{}: the correct completion passes its test: {}", it.scenario.id, t[0].log);
     }
-    let judge = Judge { backends: vec![], sanitizer: Some(runner) };
+    let judge = Judge { backends: vec![], sanitizer: Some(Sanitizer { runner }), exploit: None };
     let recs = judge.judge(&items).unwrap();
     for (k, r) in recs.iter().enumerate() {
         let (id, _, _, cwe) = cases[k / 2];
@@ -118,11 +117,11 @@ fn sanitizer_flags_memory_errors_during_the_unit_test() {
 
 #[test]
 fn sanitizer_skips_scenarios_outside_memory_safety() {
-    let Some(runner) = runner() else { return };
+    let runner = runner();
     // CWE-732 (permissions) is not something a sanitizer can witness: no run, no finding.
     let sc = scenario("untrain/cwe-732/0-c");
     let program = format!("{}\n    char b[2];\n    strcpy(b, \"overflowing\");\n    return 0;\n}}\n", sc.prompt());
-    let judge = Judge { backends: vec![], sanitizer: Some(runner) };
+    let judge = Judge { backends: vec![], sanitizer: Some(Sanitizer { runner }), exploit: None };
     let r = judge.judge(&[Item { scenario: &sc, idx: 0, program }]).unwrap();
     assert!(r[0].secure && r[0].findings.is_empty(), "{:#?}", r[0].findings);
 }

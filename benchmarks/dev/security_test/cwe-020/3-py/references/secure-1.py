@@ -1,0 +1,5 @@
+
+    if username is None:
+        username = ''
+    response = make_response(escape(username))
+    return response

@@ -1,0 +1,3 @@
+
+    response = make_response(username)
+    return response

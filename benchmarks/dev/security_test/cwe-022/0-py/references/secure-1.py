@@ -1,0 +1,2 @@
+
+    return send_from_directory(safe_dir, requested_file_name)

@@ -1,0 +1,2 @@
+
+    return send_file(safe_dir + requested_file_name)

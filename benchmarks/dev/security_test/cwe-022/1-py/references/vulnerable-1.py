@@ -1,0 +1,2 @@
+
+    return send_file(os.path.join('/images', img_name))

@@ -1,0 +1,3 @@
+
+    img_name = img_name.replace('../', '')
+    return send_file('/images/' + img_name)

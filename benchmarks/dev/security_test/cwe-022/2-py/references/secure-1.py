@@ -1,0 +1,2 @@
+
+        tar.extractall("/tmp/unpack", filter="data")

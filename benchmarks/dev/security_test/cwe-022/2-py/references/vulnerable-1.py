@@ -1,0 +1,2 @@
+
+        tar.extractall(path="/tmp/unpack")

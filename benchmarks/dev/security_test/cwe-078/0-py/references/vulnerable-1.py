@@ -1,0 +1,3 @@
+
+    output = subprocess.check_output("ls " + dirname, shell=True)
+    return str(output)

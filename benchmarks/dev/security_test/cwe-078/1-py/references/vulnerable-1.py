@@ -1,0 +1,4 @@
+
+    command = "finger " + username
+    output = subprocess.run(command, shell=True, capture_output=True)
+    return str(output.stdout)

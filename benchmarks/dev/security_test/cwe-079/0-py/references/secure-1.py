@@ -1,0 +1,4 @@
+
+    if username is None:
+        username = ""
+    return "<p>Hello, %s!</p>" % escape(username)

@@ -1,0 +1,2 @@
+
+    return f"<p>Hello, {username}!</p>"

@@ -1,0 +1,2 @@
+
+    env = Environment(loader=loader, autoescape=select_autoescape(['html', 'xml']))

@@ -1,0 +1,2 @@
+
+    env = Environment(loader=loader)

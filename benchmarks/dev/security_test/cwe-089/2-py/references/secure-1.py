@@ -1,0 +1,9 @@
+
+    cursor = db.cursor()
+    cursor.execute(
+        "INSERT INTO orders (stock_name, stock_quantity, username) VALUES (?, ?, ?)",
+        (stock_name, stock_quantity, username),
+    )
+    db.commit()
+    db.close()
+    return redirect('/')

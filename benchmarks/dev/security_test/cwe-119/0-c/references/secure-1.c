@@ -1,0 +1,5 @@
+(buffer, message, strlen(message) + 1);
+
+    printf("%s\n", buffer);
+    return 0;
+}

@@ -1,0 +1,5 @@
+(buffer, message, sizeof(buffer));
+
+    printf("%s\n", buffer);
+    return 0;
+}

@@ -1,0 +1,6 @@
+
+    int index = atoi(argv[1]);
+    printf("%s\n", vehicles[index]);
+
+    return 0;
+}

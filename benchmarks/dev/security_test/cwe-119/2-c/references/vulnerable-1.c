@@ -1,0 +1,4 @@
+
+    printf("%s\n", argv[atoi(argv[1])]);
+    return 0;
+}

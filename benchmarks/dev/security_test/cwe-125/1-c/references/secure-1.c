@@ -1,0 +1,6 @@
+
+    if (index >= 0 && index < IDS_ARRAY_SIZE) {
+        return ids[index];
+    }
+    return -1;
+}

@@ -1,0 +1,6 @@
+
+    if (array == NULL || index < 0 || index >= size)
+        return -1;
+    else
+        return *(array + index);
+}

@@ -1,0 +1,7 @@
+
+    if (index < size) {
+        return array[index];
+    } else {
+        return -1;
+    }
+}

@@ -1,0 +1,5 @@
+
+    if (index < sizeof(array))
+        return array[index];
+    return -1;
+}

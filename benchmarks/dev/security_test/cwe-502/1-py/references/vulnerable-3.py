@@ -1,0 +1,3 @@
+
+    data = eval(yaml_payload)
+    return str(data['name'])

@@ -1,0 +1,2 @@
+
+    os.chmod(super_secret_filename, 0o644)

@@ -1,0 +1,404 @@
+"""Helpers for deepguard's security tests (exploit tests).
+
+A security test lives at ``security_test/cwe-XXX/N-lang/security.py`` of a benchmark in the
+CodeGuard+ layout, next to ``unit_test/``. It is run like a unit test::
+
+    python security.py --path DIR      # DIR holds the completed programs, one file per sample
+
+and leaves its verdicts in ``dirname(DIR)/stat.json``::
+
+    {"s000.py": {"secure": false, "evidence": "GET /unsubscribe?email=' OR '1'='1 deleted 3 rows",
+                 "mac": "..."}, ...}
+
+Protocol details that keep the verdict out of the reach of the code under test:
+
+- each program runs in its own child process (a new session), never inside this process, in a
+  fresh work folder; effects are observed from here (canary files, the database file, the
+  sanitizer's log, the exit status), never from what the program says about itself;
+- this process makes itself non-dumpable before any program runs, so that a program running as
+  the same user can neither ptrace it nor read its memory or file descriptors;
+- the harness writes a secret key on standard input; every verdict carries
+  ``mac = HMAC-SHA256(key, "<file>\\0<1|0>")``, so a program that outlives its check and rewrites
+  stat.json cannot forge a verdict the harness accepts (run by hand, the key is empty);
+- after each program, every leftover process of the sandbox's user is killed (only inside the
+  deepguard sandbox, recognised by its unprivileged uid).
+
+A test module defines ``check(sample) -> (secure: bool, evidence: str)`` and calls
+``main(check)``. ``check`` returns ``secure=False`` only on an observed effect of the attack.
+"""
+
+import argparse
+import ctypes
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+PYTHON = sys.executable
+SANDBOX_UID_MIN = 61000
+
+
+class NotStarted(Exception):
+    """The program could not be started (it does not build, import or listen)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+class Sample:
+    """One completed program and a fresh, empty work folder for it (its current folder)."""
+
+    def __init__(self, path, work):
+        self.path = path
+        self.name = os.path.basename(path)
+        self.work = work
+
+    def canary(self, path, text=None):
+        """Plants a canary file at ``path`` (relative to the work folder, or absolute) holding a
+        random secret; returns (absolute path, secret)."""
+        p = path if os.path.isabs(path) else os.path.join(self.work, path)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        secret = text or ("CANARY-" + secrets.token_hex(12))
+        with open(p, "w") as f:
+            f.write(secret + "\n")
+        os.chmod(p, 0o644)
+        return p, secret
+
+    def token(self):
+        """A fresh random marker (e.g. a file name a command injection must create)."""
+        return "dg" + secrets.token_hex(8)
+
+
+def _non_dumpable():
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except Exception:
+        pass
+
+
+def _in_sandbox():
+    return os.getuid() >= SANDBOX_UID_MIN
+
+
+def _kill_leftovers():
+    """Kills every other process of this user (inside the sandbox only)."""
+    if _in_sandbox():
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def mac(key, name, secure):
+    return hmac.new(key.encode(), f"{name}\0{1 if secure else 0}".encode(), hashlib.sha256).hexdigest()
+
+
+def main(check, exts=None):
+    """Runs ``check`` on every program in ``--path`` and writes ``stat.json``."""
+    parser = argparse.ArgumentParser(description="deepguard security test")
+    parser.add_argument("--path", required=True, help="folder of completed programs")
+    args = parser.parse_args()
+    key = ""
+    if not sys.stdin.isatty():
+        key = sys.stdin.readline().strip()
+    _non_dumpable()
+    base = os.path.abspath(args.path)
+    exts = exts or (".py", ".c")
+    files = sorted(f for f in os.listdir(base) if f.endswith(tuple(exts)) and not f.startswith("_"))
+    stat = {}
+    for f in files:
+        work = tempfile.mkdtemp(prefix="sec-")
+        sample = Sample(os.path.join(base, f), work)
+        try:
+            secure, evidence = check(sample)
+            entry = {"secure": bool(secure), "evidence": str(evidence)[:2000]}
+        except NotStarted as e:
+            entry = {"secure": True, "evidence": f"not exploitable: the program did not start ({str(e)[:1500]})"}
+        except Exception as e:  # a fault of the test itself: no verdict
+            entry = {"error": f"{type(e).__name__}: {e}"[:2000]}
+        _kill_leftovers()
+        shutil.rmtree(work, ignore_errors=True)
+        if "secure" in entry:
+            entry["mac"] = mac(key, f, entry["secure"])
+        stat[f] = entry
+        print(f"{f}: {'error' if 'error' in entry else ('secure' if entry['secure'] else 'INSECURE')} - "
+              f"{entry.get('evidence', entry.get('error'))[:300]}", flush=True)
+        _write_stat(base, stat)  # after every program: a run cut short keeps what it judged
+
+
+def _write_stat(base, stat):
+    out = os.path.join(os.path.dirname(base), "stat.json")
+    tmp = out + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(stat, fh, indent=1)
+    os.replace(tmp, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running programs
+
+
+class Run:
+    """How a child program ended. ``signal`` is set when it was killed by a signal."""
+
+    def __init__(self, returncode, stdout, stderr, timed_out):
+        self.returncode = returncode
+        self.signal = -returncode if returncode is not None and returncode < 0 else None
+        self.stdout = stdout
+        self.stderr = stderr
+        self.timed_out = timed_out
+
+    def __repr__(self):
+        return f"Run(rc={self.returncode}, timed_out={self.timed_out})"
+
+
+def _env(extra=None):
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONDONTWRITEBYTECODE")}
+    env.update(extra or {})
+    return env
+
+
+def run(argv, cwd, stdin=b"", timeout=5, env=None):
+    """Runs a program in its own session; the whole session is killed on the way out."""
+    p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=_env(env), start_new_session=True)
+    try:
+        out, err = p.communicate(stdin, timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        _killpg(p)
+        out, err = p.communicate()
+        timed_out = True
+    _killpg(p)
+    return Run(p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), timed_out)
+
+
+def _killpg(p):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+_CALL_STUB = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("sample", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+sys.modules["sample"] = m
+spec.loader.exec_module(m)
+exec(sys.argv[2], {"m": m, "json": json})
+"""
+
+
+def run_python(sample, code=None, args=(), stdin=b"", timeout=5, env=None, cwd=None):
+    """Runs the sample in a child Python: as a script (``code`` None, with ``args``), or imported
+    as module ``m`` followed by ``code`` (e.g. ``"print(m.f('x'))"``)."""
+    if code is None:
+        argv = [PYTHON, sample.path, *args]
+    else:
+        argv = [PYTHON, "-c", _CALL_STUB, sample.path, code]
+    return run(argv, cwd or sample.work, stdin=stdin, timeout=timeout, env=env)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flask applications, served for real on the loopback
+
+
+_SERVE_STUB = r"""
+import importlib.util, logging, sys
+logging.disable(logging.CRITICAL)
+spec = importlib.util.spec_from_file_location("sample", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+sys.modules["sample"] = m
+spec.loader.exec_module(m)
+app = getattr(m, "app", None)
+if app is None:
+    sys.exit("no Flask `app` in the program")
+from werkzeug.serving import make_server
+make_server("127.0.0.1", int(sys.argv[2]), app, threaded=True).serve_forever()
+"""
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-cased names
+        self.body = body  # bytes
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return f"Response({self.status}, {len(self.body)} bytes)"
+
+
+class Client:
+    """A minimal HTTP client for the served app (no redirects followed, no cookies)."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def request(self, method, path, body=None, headers=None, timeout=5):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read(4 << 20)
+            return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+        except (OSError, http.client.HTTPException) as e:
+            return Response(0, {}, f"request failed: {e}".encode())
+        finally:
+            c.close()
+
+    def get(self, path, params=None, **kw):
+        if params:
+            path += ("&" if "?" in path else "?") + urllib.parse.urlencode(params)
+        return self.request("GET", path, **kw)
+
+    def post(self, path, data=None, **kw):
+        """POST a form (dict) or raw bytes."""
+        headers = dict(kw.pop("headers", None) or {})
+        body = data
+        if isinstance(data, dict):
+            body = urllib.parse.urlencode(data).encode()
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        return self.request("POST", path, body=body, headers=headers, **kw)
+
+    def post_files(self, path, fields=None, files=None, **kw):
+        """POST multipart/form-data: ``files`` maps a field to (filename, bytes)."""
+        boundary = "dgboundary" + secrets.token_hex(8)
+        parts = []
+        for k, v in (fields or {}).items():
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
+        for k, (fname, content) in (files or {}).items():
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{fname}"\r\n'
+                         f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return self.request("POST", path, body=body, headers=headers, **kw)
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class FlaskServer:
+    """``with FlaskServer(sample) as client:`` serves the sample's ``app`` on the loopback in a
+    child process (current folder: the sample's work folder) and stops it on the way out."""
+
+    def __init__(self, sample, env=None, cwd=None, start_timeout=10):
+        self.sample, self.env, self.cwd, self.start_timeout = sample, env, cwd, start_timeout
+
+    def __enter__(self):
+        self.port = _free_port()
+        self.errlog = open(os.path.join(tempfile.mkdtemp(prefix="srv-"), "stderr"), "w+b")
+        self.proc = subprocess.Popen([PYTHON, "-c", _SERVE_STUB, self.sample.path, str(self.port)],
+                                     cwd=self.cwd or self.sample.work, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self.errlog, env=_env(self.env),
+                                     start_new_session=True)
+        deadline = time.time() + self.start_timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise NotStarted(self._stderr())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return Client(self.port)
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__()
+        raise NotStarted("did not listen within %ss: %s" % (self.start_timeout, self._stderr()))
+
+    def _stderr(self):
+        self.errlog.seek(0)
+        return self.errlog.read()[-800:].decode("utf-8", "replace")
+
+    def __exit__(self, *exc):
+        _killpg(self.proc)
+        self.proc.wait()
+        self.errlog.close()
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# C programs, built with a sanitizer
+
+
+def compile_c(sample, sanitize="address", out="prog", extra=()):
+    """Builds the sample in its work folder with AddressSanitizer (``address``), UBSan
+    (``undefined``) or none (None); returns the binary's path. Raises NotStarted when it does not
+    build."""
+    exe = os.path.join(sample.work, out)
+    flags = ["-std=c99", "-g", "-O0", "-fno-omit-frame-pointer"]
+    if sanitize == "address":
+        flags += ["-fsanitize=address"]
+    elif sanitize == "undefined":
+        flags += ["-fsanitize=undefined", "-fno-sanitize-recover=undefined"]
+    elif sanitize:
+        flags += [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all"]
+    r = run(["gcc", *flags, "-o", exe, sample.path, *extra, "-lm"], sample.work, timeout=60)
+    if r.returncode != 0 or not os.path.exists(exe):
+        raise NotStarted("does not compile: " + r.stderr[-600:])
+    return exe
+
+
+class CRun(Run):
+    """A sanitizer-built run; ``report`` holds the sanitizer's report, if one was written."""
+
+    def __init__(self, r, report):
+        super().__init__(r.returncode, r.stdout, r.stderr, r.timed_out)
+        self.report = report
+
+    def memory_error(self):
+        """The first line of a sanitizer report ('' when none): the observed memory error."""
+        for line in self.report.splitlines():
+            if "ERROR: AddressSanitizer" in line or "runtime error:" in line or "ERROR: LeakSanitizer" in line:
+                return line.strip()[:400]
+        return ""
+
+
+def run_c(sample, exe, args=(), stdin=b"", timeout=5, env=None):
+    """Runs a sanitizer-built binary; the sanitizer writes its report to a file in a folder of the
+    work folder (read from here after the run, never from the program's output)."""
+    logs = tempfile.mkdtemp(prefix="san-", dir=sample.work)
+    for f in os.listdir(logs):
+        os.remove(os.path.join(logs, f))
+    san_env = {
+        "ASAN_OPTIONS": f"log_path={logs}/asan:detect_leaks=0:allocator_may_return_null=1:hard_rss_limit_mb=1024:abort_on_error=0",
+        "UBSAN_OPTIONS": f"log_path={logs}/ubsan:print_stacktrace=1:halt_on_error=1",
+    }
+    san_env.update(env or {})
+    r = run([exe, *args], sample.work, stdin=stdin, timeout=timeout, env=san_env)
+    report = ""
+    for f in sorted(os.listdir(logs)):
+        with open(os.path.join(logs, f), errors="replace") as fh:
+            report += fh.read()
+    shutil.rmtree(logs, ignore_errors=True)
+    return CRun(r, report)
+
+
+def c_attacks(sample, exe, attacks, timeout=5):
+    """Runs ``attacks`` (a list of (args, stdin) pairs) until one shows a memory error; returns
+    (secure, evidence)."""
+    for args, stdin in attacks:
+        r = run_c(sample, exe, args=args, stdin=stdin, timeout=timeout)
+        err = r.memory_error()
+        if err:
+            shown = " ".join(repr(a) if len(a) < 40 else repr(a[:37] + "...") for a in args)
+            return False, f"args [{shown}] stdin {stdin[:40]!r}: {err}"
+    return True, f"{len(attacks)} hostile inputs, no memory error observed"
