@@ -1,58 +1,59 @@
 use anyhow::{bail, Context, Result};
 use crate::guided::GuidanceArgs;
-use deepguard_eval::method::Method;
+use crate::args::{BenchArgs, JsonArgs, ModelArgs, SamplingArgs};
+use deepguard_eval::scenario::Scenario;
 use deepguard_runtime::chat::{self, Message};
-use deepguard_runtime::generate::{generate, Guidance, SamplingParams};
-use deepguard_runtime::models::DEFAULT_MODEL;
+use deepguard_runtime::generate::{generate, Guidance, Method, SamplingParams};
 use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a short name (qwen2.5-coder-0.5b, smollm2-135m), a .gguf file or an HF folder.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The prompt text (a code prefix in completion mode, a message in chat mode).
-    #[arg(long, short, conflicts_with_all = ["prompt_file", "scenario"])]
+    #[arg(long, short, conflicts_with_all = ["prompt_file", "scenarios"])]
     pub prompt: Option<String>,
     /// Read the prompt from a file ("-" for stdin).
-    #[arg(long, conflicts_with = "scenario")]
+    #[arg(long, conflicts_with = "scenarios")]
     pub prompt_file: Option<PathBuf>,
-    /// A benchmark scenario folder (file_context + func_context), e.g.
-    /// ../shared/data/eval/sec_eval/base/cwe-089/0-py
-    #[arg(long)]
-    pub scenario: Option<PathBuf>,
+    /// With -s/--scenario: continue one benchmark scenario's prompt (file_context +
+    /// func_context); each sample ends with the function, as in `eval`.
+    #[command(flatten)]
+    pub bench: BenchArgs,
     /// Chat mode: wrap the prompt in the model's chat template.
     #[arg(long)]
     pub chat: bool,
     /// System message for chat mode.
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
-    /// Number of samples, decoded together as a batch.
-    #[arg(long, short, default_value_t = 1)]
-    pub n: usize,
-    /// Sampling temperature; 0 is greedy (deterministic).
-    #[arg(long, short, default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Nucleus sampling mass.
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f64,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop string (repeatable); the sample ends before it.
     #[arg(long)]
     pub stop: Vec<String>,
     /// Print one JSON object (samples, token counts, timings) instead of streaming text.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArgs,
     #[command(flatten)]
     pub guided: GuidanceArgs,
     /// With --steer and/or --guard: also generate with the plain model (same prompt and
     /// settings) first, and report both texts and the decode-speed ratio.
     #[arg(long)]
     pub compare: bool,
+}
+
+/// The one scenario `-s` selects, if given.
+fn scenario(a: &Args) -> Result<Option<Scenario>> {
+    if a.bench.scenarios.is_empty() {
+        return Ok(None);
+    }
+    let (_, mut found) = a.bench.load()?;
+    match found.len() {
+        1 => Ok(found.pop()),
+        0 => bail!("no scenario matches {:?}", a.bench.scenarios),
+        k => bail!("{k} scenarios match {:?} ({}, ...): name one", a.bench.scenarios, found.iter().take(3).map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 pub fn prompt_text(a: &Args) -> Result<String> {
@@ -67,32 +68,44 @@ pub fn prompt_text(a: &Args) -> Result<String> {
         }
         return std::fs::read_to_string(f).with_context(|| format!("cannot read prompt file {}", f.display()));
     }
-    if let Some(d) = &a.scenario {
-        return scenario_prompt(d);
-    }
-    bail!("give a prompt: --prompt TEXT, --prompt-file FILE or --scenario DIR")
+    bail!("give a prompt: --prompt TEXT, --prompt-file FILE or -s/--scenario ID")
 }
 
-/// file_context + func_context of a scenario folder (either extension).
-pub fn scenario_prompt(dir: &std::path::Path) -> Result<String> {
-    let find = |stem: &str| -> Result<String> {
-        for ext in ["py", "c", "cpp", "js", "go", "rb", "java"] {
-            let p = dir.join(format!("{stem}.{ext}"));
-            if p.exists() {
-                return std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()));
-            }
+/// A scenario's completion, cut at the end of the function as `eval` cuts it.
+fn run_scenario(a: &Args, sc: &Scenario) -> Result<()> {
+    let mut model = crate::load_model(&a.model.model)?;
+    let method = a.guided.method(true)?;
+    method.prepare(&mut model)?;
+    let params = a.sampling.params(1, 0.0, a.stop.clone());
+    let t = std::time::Instant::now();
+    let recs = deepguard_eval::gen::generate_scenario(&model, &method, sc, &params, true)?;
+    if a.json.json || a.json.json_out.is_some() {
+        let v = serde_json::json!({"scenario": sc.id, "cwe": sc.cwe, "params": params, "samples": recs});
+        a.json.write(&v)?;
+        if a.json.json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
         }
-        bail!("{}: no {stem}.* file (is this a scenario folder?)", dir.display())
-    };
-    Ok(find("file_context")? + &find("func_context")?)
+    }
+    for r in &recs {
+        if recs.len() > 1 {
+            println!("===== sample {} ({} tokens) =====", r.idx + 1, r.tokens);
+        }
+        println!("{}", r.program(sc));
+    }
+    eprintln!("{} ({}): {} samples in {:.1}s; `deepguard eval -s {}` tests and judges them", sc.id, sc.cwe, recs.len(), t.elapsed().as_secs_f64(), sc.id);
+    Ok(())
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(sc) = scenario(&a)? {
+        return run_scenario(&a, &sc);
+    }
     let text = prompt_text(&a)?;
     if a.compare && a.guided.steer.is_none() && a.guided.guard.is_none() {
         bail!("--compare needs --steer and/or --guard (it compares them with the plain model)");
     }
-    let mut model = crate::load_model(&a.model)?;
+    let mut model = crate::load_model(&a.model.model)?;
     let tok = &model.tokenizer;
     let prompt = if a.chat {
         let mut msgs = Vec::new();
@@ -106,14 +119,7 @@ pub fn run(a: Args) -> Result<()> {
         text.clone()
     };
     let ids = tok.encode(&prompt)?;
-    let params = SamplingParams {
-        temperature: a.temperature,
-        top_p: a.top_p,
-        seed: a.seed,
-        max_tokens: a.max_tokens,
-        stop: a.stop.clone(),
-        n: a.n,
-    };
+    let params = a.sampling.params(1, 0.0, a.stop.clone());
     // The plain model's generation comes first when comparing: the guard's adapters change
     // the model itself.
     let plain = if a.compare { Some(generate(&model, &ids, &params, &mut Guidance::default(), &mut |_, _| {})?) } else { None };
@@ -121,21 +127,21 @@ pub fn run(a: Args) -> Result<()> {
     method.prepare(&mut model)?;
     let mut guidance = method.guidance(&model, &ids)?;
     if let Some(base) = plain {
-        return compare(&model, &ids, &params, base, &mut guidance, a.json);
+        return compare(&model, &ids, &params, base, &mut guidance, a.json.json);
     }
-    let stream = !a.json;
+    let stream = !a.json.json;
     let mut out = std::io::stdout().lock();
     if stream && !a.chat {
         write!(out, "{text}")?;
     }
-    let single = a.n == 1;
+    let single = params.n == 1;
     let g = generate(&model, &ids, &params, &mut guidance, &mut |s, delta| {
         if stream && single && s == 0 {
             let _ = write!(out, "{delta}");
             let _ = out.flush();
         }
     })?;
-    if a.json {
+    if a.json.json || a.json.json_out.is_some() {
         let v = serde_json::json!({
             "model": model.info.path, "fingerprint": model.info.fingerprint, "chat": a.chat,
             "params": params, "prompt_tokens": g.prompt_tokens, "generated_tokens": g.generated_tokens,
@@ -143,7 +149,12 @@ pub fn run(a: Args) -> Result<()> {
             "decode_tokens_per_sec": g.generated_tokens as f64 / g.decode_secs.max(1e-9),
             "samples": g.samples,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        a.json.write(&v)?;
+        if a.json.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+    }
+    if a.json.json {
     } else if !single {
         for (i, s) in g.samples.iter().enumerate() {
             writeln!(out, "\n===== sample {} ({} tokens, {:?}) =====", i + 1, s.tokens.len(), s.finish_reason)?;

@@ -6,7 +6,6 @@ use deepguard_eval::calibrate::{calibrate, exploit_markdown, exploit_table, mark
 use deepguard_eval::functional::Runner;
 use deepguard_eval::judge::exploit::Exploit;
 use deepguard_eval::judge::Judge;
-use deepguard_eval::scenario::discover;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,9 +36,8 @@ pub struct CalArgs {
     /// With --exploit: keep only scenarios whose id contains one of these (repeatable).
     #[arg(long = "scenario", short = 's')]
     pub scenarios: Vec<String>,
-    /// The Python venv with the tests' dependencies and the judges (scripts/setup.sh makes it).
-    #[arg(long, default_value = ".venv")]
-    pub venv: PathBuf,
+    #[command(flatten)]
+    pub venv: crate::args::VenvArgs,
     /// Also write the table (markdown) and JSON next to it.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -47,12 +45,11 @@ pub struct CalArgs {
 
 pub fn run(c: Cmd) -> Result<()> {
     let Cmd::Calibrate(a) = c;
-    let venv_bin = std::fs::canonicalize(a.venv.join("bin")).with_context(|| format!("{}: no venv (run scripts/setup.sh)", a.venv.display()))?;
-    let (md, json) = if a.exploit {
-        let data = a.data.clone().unwrap_or_else(|| "../shared/data/eval".into());
-        let data = std::fs::canonicalize(&data).with_context(|| format!("{}: benchmark folder not found", data.display()))?;
+    let venv_bin = a.venv.bin()?;
+    if a.exploit {
+        let bench = crate::args::BenchArgs { data: a.data.clone(), scenarios: a.scenarios.clone() };
+        let (data, scenarios) = bench.load()?;
         deepguard_eval::sandbox::check_available()?;
-        let scenarios = discover(&data, &a.scenarios)?;
         let x = Exploit::locate(&venv_bin, &data, a.security_tests.as_deref())?.with_context(|| format!("{}: no security_test folder (see --security-tests)", data.display()))?;
         let runner = Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO };
         let rows = exploit_table(&x, &runner, &scenarios)?;
@@ -64,15 +61,13 @@ pub fn run(c: Cmd) -> Result<()> {
             anyhow::bail!("{} of {} scenarios not separated by their security tests", rows.iter().filter(|r| !r.separated).count(), rows.len());
         }
         return Ok(());
-    } else {
-        let rules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../eval/rules/semgrep"));
-        let judge = Judge::default_for(&venv_bin, &rules, None).select(&a.judge)?;
-        let data = a.data.clone().unwrap_or_else(|| "../shared/data/sven/val".into());
-        let rows = calibrate(&judge, &data)?;
-        (markdown(&judge.name(), &rows), serde_json::to_string_pretty(&rows)?)
-    };
+    }
+    let judge = Judge::default_for(&venv_bin, &deepguard_eval::judge::tools::semgrep_rules()?, None).select(&a.judge)?;
+    let data = a.data.clone().unwrap_or_else(|| deepguard_runtime::models::shared_data("sven/val"));
+    let rows = calibrate(&judge, &data)?;
+    let md = markdown(&judge.name(), &rows);
     print!("{md}");
-    write_out(&a.out, &md, &json)
+    write_out(&a.out, &md, &serde_json::to_string_pretty(&rows)?)
 }
 
 fn write_out(out: &Option<PathBuf>, md: &str, json: &str) -> Result<()> {

@@ -1,6 +1,8 @@
 //! `deepguard`: a thin command-line shell over the deepguard libraries.
 
+mod args;
 mod bench;
+mod compare;
 mod eval;
 mod generate;
 mod guided;
@@ -39,6 +41,9 @@ enum Cmd {
     Scan(scan::Args),
     /// Evaluate a method on a benchmark: generate, cut, run unit tests in a sandbox, judge security, report.
     Eval(eval::Args),
+    /// Compare methods on the same scenarios, seeds and decoding settings: paired differences
+    /// against base with bootstrap intervals over scenarios (markdown, JSON, SVG).
+    Compare(compare::Args),
     /// The security judge on its own (calibrate: measure it on vulnerable/fixed pairs).
     #[command(subcommand)]
     Judge(judge::Cmd),
@@ -55,6 +60,7 @@ fn main() {
         Cmd::Train(a) => train::run(a),
         Cmd::Scan(a) => scan::run(a),
         Cmd::Eval(a) => eval::run(a),
+        Cmd::Compare(a) => compare::run(a),
         Cmd::Judge(c) => judge::run(c),
     };
     if let Err(e) = r {

@@ -136,9 +136,9 @@ pub fn run(a: Args) -> Result<()> {
 
 pub fn write_report(out: &Path, r: &ProbeReport) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    probe::write_atomic(&out.join("probe.json"), serde_json::to_string_pretty(r)?.as_bytes())?;
-    probe::write_atomic(&out.join("probe.md"), probe::markdown(r).as_bytes())?;
-    probe::write_atomic(&out.join("probe.svg"), deepguard_methods::plot::probe_svg(r).as_bytes())
+    deepguard_runtime::files::write_atomic(&out.join("probe.json"), serde_json::to_string_pretty(r)?.as_bytes())?;
+    deepguard_runtime::files::write_atomic(&out.join("probe.md"), probe::markdown(r).as_bytes())?;
+    deepguard_runtime::files::write_atomic(&out.join("probe.svg"), deepguard_methods::plot::probe_svg(r).as_bytes())
 }
 
 /// Reads a probe.json written by `deepguard probe`.

@@ -1,8 +1,8 @@
 use crate::probe::{read_report, DataArgs};
 use anyhow::{bail, Context, Result};
 use deepguard_methods::data::{self, OnMalformed};
-use deepguard_methods::probe::{self, Pooling};
-use deepguard_methods::steer::{self, SteerVector};
+use deepguard_methods::probe::Pooling;
+use deepguard_methods::steer;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -103,7 +103,7 @@ fn build(a: BuildArgs) -> Result<()> {
         println!("{}  {:>8}  layer {}  {} pairs  |v| {:.2}", path.display(), v.cwe.map(|c| c.to_string()).unwrap_or("all".into()), v.layer, v.n_pairs, v.norm());
         summary.push(serde_json::json!({"file": path, "vector": v, "norm": v.norm()}));
     }
-    probe::write_atomic(&a.out.join("vectors.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    deepguard_runtime::files::write_atomic(&a.out.join("vectors.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(())
 }
 
@@ -136,32 +136,7 @@ fn sweep(a: SweepArgs) -> Result<()> {
         None => println!("\nno cell keeps the fluency cost under {}", a.max_cost),
     }
     if let Some(p) = &a.json {
-        probe::write_atomic(p, serde_json::to_string_pretty(&cells)?.as_bytes())?;
+        deepguard_runtime::files::write_atomic(p, serde_json::to_string_pretty(&cells)?.as_bytes())?;
     }
     Ok(())
-}
-
-/// `--steer` for generate: the hooks to apply to this prompt (and a line saying what was chosen).
-pub fn hooks_for(model: &deepguard_runtime::Model, arg: &str, alpha: f64, prompt: &[u32]) -> Result<(Vec<deepguard_runtime::hooks::AddVector>, String)> {
-    let (path, sel) = steer::parse_steer_arg(arg)?;
-    let vectors: Vec<(PathBuf, SteerVector)> = steer::load_selected(&path, &sel, model)?;
-    let from = prompt.len().saturating_sub(1);
-    if sel == steer::Selector::Auto {
-        let vs: Vec<SteerVector> = vectors.iter().map(|v| v.1.clone()).collect();
-        let r = steer::route(model, &vs, prompt, 0.5)?;
-        let Some(i) = r.chosen.filter(|_| r.apply) else {
-            let why = match r.cwe {
-                Some(c) => format!("probe-then-steer: nearest CWE {c}, p(secure) {:.2} >= 0.5: not steering", r.p_secure),
-                None => "probe-then-steer: no vector with a probe: not steering".to_string(),
-            };
-            return Ok((vec![], why));
-        };
-        let v = &vectors[i];
-        return Ok((vec![v.1.hook(alpha, from)?], format!("probe-then-steer: nearest CWE {}, p(secure) {:.2}: steering with {} (block {}, alpha {alpha})", r.cwe.map(|c| c.to_string()).unwrap_or("all".into()), r.p_secure, v.0.display(), v.1.layer)));
-    }
-    if vectors.len() != 1 {
-        bail!("{}: holds {} vectors; name one with {}:CWE or use {}:auto", path.display(), vectors.len(), path.display(), path.display());
-    }
-    let v = &vectors[0];
-    Ok((vec![v.1.hook(alpha, from)?], format!("steering with {} ({}, block {}, alpha {alpha})", v.0.display(), v.1.cwe.map(|c| c.to_string()).unwrap_or("all".into()), v.1.layer)))
 }

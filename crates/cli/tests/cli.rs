@@ -53,18 +53,27 @@ fn completion_mode_streams_prompt_then_continuation() {
 }
 
 #[test]
-fn scenario_prompt_is_file_context_plus_func_context() {
-    let scen = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eval/sec_eval/base/cwe-089/0-py");
-    if !scen.exists() {
-        panic!("benchmark data not found at {} (CI runs with ../shared beside the repo)", scen.display());
-    }
+fn scenario_generation_continues_its_prompt_and_ends_with_the_function() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eval");
+    let scen = data.join("sec_eval/base/cwe-089/0-py");
+    assert!(scen.exists(), "benchmark data not found at {} (CI runs with ../shared beside the repo)", scen.display());
     let d = tempfile::tempdir().unwrap();
     let m = d.path().join("long.gguf");
     TinySpec { context: 2048, ..TinySpec::qwen2() }.write_gguf(&m).unwrap();
-    let v = json(&run(&["generate", "-m", m.to_str().unwrap(), "--scenario", scen.to_str().unwrap(), "--max-tokens", "2", "--json"]));
-    let expected = std::fs::read_to_string(scen.join("file_context.py")).unwrap() + &std::fs::read_to_string(scen.join("func_context.py")).unwrap();
-    let model = deepguard_runtime::Model::load(&m, &candle_core::Device::Cpu).unwrap();
-    assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, model.tokenizer.encode(&expected).unwrap().len());
+    let v = json(&run(&["generate", "-m", m.to_str().unwrap(), "--data", data.to_str().unwrap(), "-s", "base/cwe-089/0-py", "--max-tokens", "6", "-n", "2", "--json"]));
+    assert_eq!(v["scenario"], "base/cwe-089/0-py");
+    let samples = v["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2);
+    for s in samples {
+        // The cut code is the completion up to the end of the function (never more).
+        let (full, cut) = (s["completion"].as_str().unwrap(), s["cut"]["code"].as_str().unwrap());
+        assert!(full.starts_with(cut), "{cut:?} is a prefix of {full:?}");
+        assert!(s["tokens"].as_u64().unwrap() <= 6);
+    }
+    // A filter that matches several scenarios is refused with their names.
+    let o = run(&["generate", "-m", m.to_str().unwrap(), "--data", data.to_str().unwrap(), "-s", "cwe-089", "--max-tokens", "2"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("3 scenarios match"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

@@ -3,11 +3,10 @@
 //! skipped, so a killed run continues where it stopped.
 
 use crate::cut::{cut, Cut};
-use crate::method::Method;
 use crate::scenario::{Lang, Scenario};
 use crate::store::Jsonl;
 use anyhow::{Context, Result};
-use deepguard_runtime::generate::{generate, SamplingParams};
+use deepguard_runtime::generate::{generate, Method, SamplingParams};
 use deepguard_runtime::hooks::LogitsProcessor;
 use deepguard_runtime::Model;
 use serde::{Deserialize, Serialize};

@@ -1,23 +1,25 @@
 //! deepguard-eval: the evaluation harness.
 //!
 //! - [`scenario`] reads a benchmark folder (SVEN / CodeGuard+ layout);
-//! - [`method`] is the pluggable generation config (base, steering, guided decoding);
 //! - [`gen`] generates and [`cut`] cuts completions at the end of the function;
 //! - [`sandbox`] runs untrusted programs (bubblewrap namespaces + rlimits);
 //! - [`functional`] runs the scenarios' unit tests on the completed programs;
 //! - [`judge`] decides security with pluggable backends: static tools, CodeQL, the sanitizer
 //!   run and the exploit tests (one module each under `judge/`);
 //! - [`metrics`] computes pass@1, sec@1_pass, sec-pass@1 and the security rate;
+//! - [`pipeline`] runs the stages (generate, test, judge, report) for a method, resumably;
+//! - [`compare`] pairs methods against a baseline with bootstrap intervals over scenarios;
 //! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl).
 
 pub mod calibrate;
+pub mod compare;
 pub mod cut;
 pub mod functional;
 pub mod gen;
 pub mod judge;
 pub mod metrics;
+pub mod pipeline;
 pub mod report;
-pub mod method;
 pub mod sandbox;
 pub mod scenario;
 pub mod store;

@@ -276,12 +276,7 @@ pub fn html(runs: &[MethodRun]) -> String {
 
 /// Writes report.md, report.json and report.html into `out`.
 pub fn write_all(out: &Path, runs: &[MethodRun]) -> Result<()> {
-    let w = |name: &str, text: String| -> Result<()> {
-        let p = out.join(name);
-        let tmp = out.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
-        std::fs::rename(&tmp, &p).with_context(|| format!("{}: cannot write", p.display()))
-    };
+    let w = |name: &str, text: String| deepguard_runtime::files::write_atomic(&out.join(name), text.as_bytes());
     w("report.md", markdown(runs))?;
     w("report.json", serde_json::to_string_pretty(&serde_json::json!({ "methods": runs }))?)?;
     w("report.html", html(runs))

@@ -9,6 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use deepguard_runtime::files::write_atomic;
+
 pub struct Jsonl {
     path: PathBuf,
     file: Mutex<Option<std::fs::File>>,

@@ -10,7 +10,7 @@
 
 use crate::aggregator::LayerRef;
 use crate::data::{pairs_hash, window_pair, Cwe, Pair, WindowSpec};
-use crate::probe::write_atomic;
+use deepguard_runtime::files::write_atomic;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use deepguard_runtime::{ForwardOpts, ForwardOutput, LayerSelect, LogitsSelect, Model};
@@ -146,9 +146,8 @@ pub fn collect(model: &Model, pairs: &[Pair], spec: &FeatureSpec, cache: Option<
             examples.push(Example { cwe: pairs[i].cwe, source: pairs[i].source.clone(), secure, vulnerable });
         }
         if let (Some(p), false) = (shard_path(s), save.is_empty()) {
-            let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-            candle_core::safetensors::save(&save.into_iter().collect::<HashMap<_, _>>(), &tmp)?;
-            std::fs::rename(&tmp, &p).with_context(|| format!("cannot move {} to {}", tmp.display(), p.display()))?;
+            let save: HashMap<_, _> = save.into_iter().collect();
+            deepguard_runtime::files::atomically(&p, |tmp| Ok(candle_core::safetensors::save(&save, tmp)?))?;
         }
     }
     if let Some(b) = bar {

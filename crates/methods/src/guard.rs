@@ -13,7 +13,7 @@ use crate::aggregator::{Aggregator, LayerRef, Mode};
 use crate::analyzer::{sequence_score, Analyzer};
 use crate::params::Params;
 use crate::prior::{BiasRule, PriorBias};
-use crate::probe::write_atomic;
+use deepguard_runtime::files::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use deepguard_runtime::config::RopeStyle;

@@ -13,6 +13,7 @@
 //! - [`features`]: the frozen lower blocks run once per example, cached on disk.
 //! - [`train`]: the training loop (AdamW from [`optim`], checkpoints, validation, artefacts).
 //! - [`guard`]: a trained guard on disk (PEFT adapters + heads) and its use at inference.
+//! - [`guided`]: steering and/or a guard as one generation method (`deepguard_runtime::generate::Method`).
 //! - [`scan`]: token scores of a source file, for a terminal or an HTML page.
 //! - [`params`]: named parameters and the small differentiable layers the heads use.
 //!
@@ -23,13 +24,14 @@ pub mod analyzer;
 pub mod data;
 pub mod features;
 pub mod guard;
+pub mod guided;
 pub mod losses;
 pub mod optim;
 pub mod params;
 pub mod plot;
 pub mod prior;
 pub mod probe;
-pub mod progress;
+pub use deepguard_runtime::progress;
 pub mod scan;
 pub mod steer;
 pub mod train;

@@ -100,7 +100,7 @@ impl SteerVector {
         let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut buf = std::io::Cursor::new(Vec::new());
         gguf_file::write(&mut buf, &md_refs, &[(name.as_str(), &t)])?;
-        crate::probe::write_atomic(path, &buf.into_inner())
+        deepguard_runtime::files::write_atomic(path, &buf.into_inner())
     }
 
     pub fn load(path: &Path) -> Result<SteerVector> {
@@ -470,4 +470,30 @@ pub fn sweep(
 /// `max_cost` nats per token.
 pub fn best_cell(cells: &[SweepCell], max_cost: f64) -> Option<&SweepCell> {
     cells.iter().filter(|c| c.fluency_cost <= max_cost).max_by(|a, b| a.security_gain.total_cmp(&b.security_gain))
+}
+
+/// The hooks a steering spec (FILE.gguf, DIR:CWE or DIR:auto) applies to this prompt, and a line
+/// saying what was chosen.
+pub fn hooks_for(model: &Model, arg: &str, alpha: f64, prompt: &[u32]) -> Result<(Vec<AddVector>, String)> {
+    let (path, sel) = parse_steer_arg(arg)?;
+    let vectors: Vec<(PathBuf, SteerVector)> = load_selected(&path, &sel, model)?;
+    let from = prompt.len().saturating_sub(1);
+    if sel == Selector::Auto {
+        let vs: Vec<SteerVector> = vectors.iter().map(|v| v.1.clone()).collect();
+        let r = route(model, &vs, prompt, 0.5)?;
+        let Some(i) = r.chosen.filter(|_| r.apply) else {
+            let why = match r.cwe {
+                Some(c) => format!("probe-then-steer: nearest CWE {c}, p(secure) {:.2} >= 0.5: not steering", r.p_secure),
+                None => "probe-then-steer: no vector with a probe: not steering".to_string(),
+            };
+            return Ok((vec![], why));
+        };
+        let v = &vectors[i];
+        return Ok((vec![v.1.hook(alpha, from)?], format!("probe-then-steer: nearest CWE {}, p(secure) {:.2}: steering with {} (block {}, alpha {alpha})", r.cwe.map(|c| c.to_string()).unwrap_or("all".into()), r.p_secure, v.0.display(), v.1.layer)));
+    }
+    if vectors.len() != 1 {
+        bail!("{}: holds {} vectors; name one with {}:CWE or use {}:auto", path.display(), vectors.len(), path.display(), path.display());
+    }
+    let v = &vectors[0];
+    Ok((vec![v.1.hook(alpha, from)?], format!("steering with {} ({}, block {}, alpha {alpha})", v.0.display(), v.1.cwe.map(|c| c.to_string()).unwrap_or("all".into()), v.1.layer)))
 }

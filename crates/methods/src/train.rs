@@ -27,7 +27,7 @@ use crate::losses::{head_losses, margin_loss};
 use crate::optim::{lr_factor, AdamW, AdamWConfig, Group};
 use crate::params::Params;
 use crate::prior::{t_stats, PriorRule};
-use crate::probe::write_atomic;
+use deepguard_runtime::files::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
@@ -400,9 +400,7 @@ fn save_checkpoint(out: &Path, st: &RunState, params: &Params, opt: &AdamW) -> R
     for (k, v) in params.tensors() {
         t.insert(format!("p.{k}"), v);
     }
-    let tmp = dir.join("state.safetensors.tmp");
-    candle_core::safetensors::save(&t, &tmp)?;
-    std::fs::rename(&tmp, dir.join("state.safetensors"))?;
+    deepguard_runtime::files::atomically(&dir.join("state.safetensors"), |tmp| Ok(candle_core::safetensors::save(&t, tmp)?))?;
     let mut j = serde_json::to_value(st)?;
     j["dir"] = serde_json::json!(dir.strip_prefix(out).unwrap_or(&dir));
     write_atomic(&out.join(CHECKPOINT), serde_json::to_string_pretty(&j)?.as_bytes())?;

@@ -67,6 +67,38 @@ pub struct Guidance<'a> {
     pub processors: Vec<Box<dyn LogitsProcessor + 'a>>,
 }
 
+/// A method is a generation config: a name, its settings (recorded with every result) and the
+/// guidance it adds to decoding. [`Base`] adds nothing; steering vectors add residual hooks and
+/// DeepGuard adds logits processors (`deepguard_methods::guided`), by implementing this trait.
+/// The evaluation pipeline, the server and `generate` all take a `&dyn Method`.
+pub trait Method: Send + Sync {
+    /// Short name used as the method's key in stores and reports (e.g. `base`, `steer-auto-a4`).
+    fn name(&self) -> String;
+    /// Everything that defines the method, recorded next to the decoding settings.
+    fn settings(&self) -> serde_json::Value;
+    /// Readies the model once before generation (e.g. attaches a guard's adapters).
+    fn prepare(&self, _model: &mut Model) -> Result<()> {
+        Ok(())
+    }
+    /// Hooks and processors for one request.
+    fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>>;
+}
+
+/// The unmodified model.
+pub struct Base;
+
+impl Method for Base {
+    fn name(&self) -> String {
+        "base".into()
+    }
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({"method": "base"})
+    }
+    fn guidance<'a>(&'a self, _model: &Model, _prompt_ids: &[u32]) -> Result<Guidance<'a>> {
+        Ok(Guidance::default())
+    }
+}
+
 /// Generates `params.n` samples continuing `prompt_ids`. `on_text(sample, delta)` receives each
 /// sample's text as it is decoded (already cut at stop strings).
 pub fn generate(

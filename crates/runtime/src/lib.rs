@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod config;
 pub mod decoder;
+pub mod files;
 pub mod generate;
 pub mod gguf;
 pub mod hooks;
@@ -18,6 +19,7 @@ pub mod lora;
 pub mod model;
 pub mod models;
 pub mod profile;
+pub mod progress;
 pub mod rng;
 pub mod testing;
 pub mod tokenizer;

@@ -31,24 +31,49 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
 
 pub const DEFAULT_MODEL: &str = "qwen2.5-coder-0.5b";
 
-/// `$DEEPGUARD_MODELS`, else `models/` at the repository root.
+/// `$DEEPGUARD_MODELS`, else `models/` in [`home`].
 pub fn models_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DEEPGUARD_MODELS") {
         return PathBuf::from(d);
     }
-    repo_root().join("models")
+    home().join("models")
 }
 
-/// The repository root this binary was built from.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+/// deepguard's home, found at run time: `$DEEPGUARD_HOME`; else the checkout the running binary
+/// belongs to (`<checkout>/target/<profile>/deepguard`, recognised by its `scripts/setup.sh`); else
+/// the current folder's checkout; else `$XDG_DATA_HOME/deepguard` (`~/.local/share/deepguard`).
+/// Models, the eval venv (`.venv`) and the project's dev security tests live there.
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("DEEPGUARD_HOME") {
+        return PathBuf::from(h);
+    }
+    let is_checkout = |d: &Path| d.join("scripts/setup.sh").is_file() && d.join("Cargo.toml").is_file();
+    let exe = std::env::current_exe().ok().and_then(|e| e.canonicalize().ok());
+    let cwd = std::env::current_dir().ok();
+    for start in exe.iter().chain(cwd.iter()) {
+        if let Some(d) = start.ancestors().find(|d| is_checkout(d)) {
+            return d.to_path_buf();
+        }
+    }
+    let data = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")));
+    data.unwrap_or_else(|| PathBuf::from(".")).join("deepguard")
+}
+
+/// A default path next to deepguard's home: `../shared/data/<rel>` as laid out for the project
+/// (the benchmark and the pair data), falling back to the current folder's `../shared/data`.
+pub fn shared_data(rel: &str) -> PathBuf {
+    let by_home = home().join("../shared/data").join(rel);
+    if by_home.exists() {
+        return by_home;
+    }
+    Path::new("../shared/data").join(rel)
 }
 
 /// Resolves `--model`: a short name, a GGUF file, or a Hugging Face folder.
 pub fn resolve(spec: &str) -> Result<PathBuf> {
     if let Some(m) = KNOWN_MODELS.iter().find(|m| m.name == spec) {
         let path = models_dir().join(m.file);
-        let hint = format!("install it with: python3 {}/scripts/fetch_models.py {}", repo_root().display(), m.name);
+        let hint = format!("install it with: python3 {}/scripts/fetch_models.py {}", home().display(), m.name);
         match std::fs::metadata(&path) {
             Err(_) => bail!("model `{spec}` is not installed (expected {}); {hint}", path.display()),
             Ok(md) if md.len() != m.size => bail!(

@@ -8,6 +8,28 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The project's semgrep rules, compiled into the binary and written out once per content to a
+/// folder under the temporary directory (so an installed binary needs no checkout).
+pub fn semgrep_rules() -> Result<PathBuf> {
+    const RULES: &[(&str, &str)] = &[("python.yml", include_str!("../../rules/semgrep/python.yml")), ("c.yml", include_str!("../../rules/semgrep/c.yml"))];
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (n, t) in RULES {
+        h.update(n.as_bytes());
+        h.update(t.as_bytes());
+    }
+    let tag: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("deepguard-semgrep-{tag}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    for (n, t) in RULES {
+        let p = dir.join(n);
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(*t) {
+            deepguard_runtime::files::write_atomic(&p, t.as_bytes())?;
+        }
+    }
+    Ok(dir)
+}
+
 fn index_of(files: &[PathBuf], path: &str) -> Option<usize> {
     let name = Path::new(path).file_name()?;
     files.iter().position(|f| f.file_name() == Some(name))

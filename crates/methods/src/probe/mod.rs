@@ -98,12 +98,6 @@ pub fn cache_key(model: &Model, pairs: &[Pair], spec: &WindowSpec) -> String {
     crate::data::pairs_hash(pairs, &salt)
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
-}
 
 fn save_shard(path: &Path, shard: &HashMap<Pooling, Vec<f32>>, items: usize, l: usize, d: usize, tokens: &[u32], full: &[u32]) -> Result<()> {
     let dev = Device::Cpu;
@@ -113,9 +107,8 @@ fn save_shard(path: &Path, shard: &HashMap<Pooling, Vec<f32>>, items: usize, l: 
     }
     ts.push(("tokens".into(), Tensor::from_slice(tokens, items, &dev)?));
     ts.push(("full_tokens".into(), Tensor::from_slice(full, items, &dev)?));
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    candle_core::safetensors::save(&ts.into_iter().collect(), &tmp)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into the cache", tmp.display()))
+    let ts: HashMap<String, Tensor> = ts.into_iter().collect();
+    deepguard_runtime::files::atomically(path, |tmp| Ok(candle_core::safetensors::save(&ts, tmp)?))
 }
 
 fn load_shard(path: &Path, items: usize, l: usize, d: usize) -> Result<(HashMap<Pooling, Vec<f32>>, Vec<u32>, Vec<u32>)> {

@@ -1,0 +1,98 @@
+//! `deepguard compare`: every method through the same pipeline stages and run folder (same
+//! scenarios, seeds and decoding settings), then paired differences against the first method
+//! with bootstrap intervals over scenarios (`deepguard_eval::compare`).
+
+use crate::args::{BenchArgs, JsonArgs, ModelArgs, SamplingArgs, VenvArgs};
+use crate::eval::{config, print_summary, EvalArgs};
+use anyhow::{bail, Context, Result};
+use deepguard_eval::compare::{compare, markdown, svg};
+use deepguard_eval::pipeline::{self, Stage};
+use deepguard_eval::report;
+use deepguard_methods::guided::Guided;
+use deepguard_methods::prior::BiasRule;
+use deepguard_runtime::files::write_atomic;
+use deepguard_runtime::generate::{Base, Method};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A method to compare (repeatable; the first is the baseline): `base`,
+    /// `steer:DIR:CWE|auto[@ALPHA]` or `steer:FILE.gguf[@ALPHA]` (steering, default alpha 4),
+    /// `guard:DIR[@STRENGTH]` (DeepGuard, default strength 1), or both joined by `+`
+    /// (`guard:DIR+steer:DIR:auto@2`).
+    #[arg(long = "method", required = true, value_name = "SPEC")]
+    pub methods: Vec<String>,
+    /// Bootstrap resamples for the intervals.
+    #[arg(long, default_value_t = 10_000)]
+    pub resamples: usize,
+    #[command(flatten)]
+    pub bench: BenchArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    #[command(flatten)]
+    pub venv: VenvArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
+}
+
+/// Parses one `--method` spec.
+pub fn parse_method(spec: &str) -> Result<Box<dyn Method>> {
+    if spec == "base" {
+        return Ok(Box::new(Base));
+    }
+    let (mut steer, mut guard) = (None, None);
+    for part in spec.split('+') {
+        let (body, strength) = match part.rsplit_once('@') {
+            Some((b, s)) => (b, Some(s.parse::<f64>().with_context(|| format!("--method {spec}: {s:?} is not a number"))?)),
+            None => (part, None),
+        };
+        if let Some(rest) = body.strip_prefix("steer:") {
+            steer = Some((rest.to_string(), strength.unwrap_or(4.0)));
+        } else if let Some(rest) = body.strip_prefix("guard:") {
+            guard = Some((PathBuf::from(rest), BiasRule::Paper, strength.unwrap_or(1.0) as f32));
+        } else {
+            bail!("--method {spec}: {part:?} is not base, steer:... or guard:...");
+        }
+    }
+    Ok(Box::new(Guided::new(steer, guard, false)))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let methods: Vec<Box<dyn Method>> = a.methods.iter().map(|m| parse_method(m)).collect::<Result<_>>()?;
+    let mut names: Vec<String> = methods.iter().map(|m| m.name()).collect();
+    names.dedup();
+    if names.len() != methods.len() {
+        bail!("two --method specs give the same method name ({names:?}); each method needs its own folder");
+    }
+    let cfg = config(&a.bench, &a.model, &a.sampling, &EvalArgs { until: Stage::Judge, ..a.eval.clone() }, &a.venv)?;
+    let p = &cfg.params;
+    eprintln!("compare {} methods on {} scenarios from {} (n={}, T={}, top-p={}, seed {})", methods.len(), cfg.scenarios.len(), cfg.data.display(), p.n, p.temperature, p.top_p, p.seed);
+    for m in &methods {
+        let t = pipeline::run(&cfg, m.as_ref(), &|| crate::load_model(&cfg.model))?;
+        eprintln!("{}: generate {:.0}s, test {:.0}s, judge {:.0}s", m.name(), t.generate_secs, t.test_secs, t.judge_secs);
+    }
+    let judge = cfg.judge()?.name();
+    let runs = methods.iter().map(|m| report::load_method(&cfg.method_dir(m.as_ref()), &cfg.scenarios, &judge)).collect::<Result<Vec<_>>>()?;
+    report::write_all(&cfg.out, &runs)?;
+    for r in &runs {
+        print_summary(r);
+    }
+    let diffs: Vec<_> = runs[1..].iter().map(|r| compare(&runs[0], r, a.resamples, cfg.params.seed)).collect();
+    let md = markdown(&runs[0].method, &diffs, &judge);
+    write_atomic(&cfg.out.join("compare.md"), md.as_bytes())?;
+    write_atomic(&cfg.out.join("compare.svg"), svg(&diffs).as_bytes())?;
+    let json = serde_json::json!({"baseline": runs[0].method, "judge": judge, "sampling": cfg.params, "methods": diffs});
+    write_atomic(&cfg.out.join("compare.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    a.json.write(&json)?;
+    if a.json.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{md}");
+    }
+    eprintln!("compare: {} (.md, .json, .svg); per-method reports: {}", cfg.out.join("compare").display(), cfg.out.join("report").display());
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Comparing methods evaluated on the same scenarios with the same seeds: per-scenario paired
+//! differences against a baseline, and a paired bootstrap over scenarios for a 95% interval of
+//! the mean change. Scenarios are the unit of resampling (samples of one scenario are not
+//! independent draws of the benchmark), so the interval says how much of a gain would survive
+//! another draw of scenarios like these. Held-out CWEs (split `untrain`) are reported apart.
+
+use crate::metrics::Rates;
+use crate::report::MethodRun;
+use deepguard_runtime::rng::SplitMix;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// The metrics compared, by name and accessor.
+pub const METRICS: &[(&str, fn(&Rates) -> Option<f64>)] = &[("pass@1", |r| r.pass_at_1), ("sec-pass@1", |r| r.sec_pass_at_1)];
+
+/// A method's mean change against the baseline on one metric over a group of scenarios.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Diff {
+    pub metric: String,
+    /// Scenarios complete in both runs.
+    pub scenarios: usize,
+    /// Samples behind the figures (both runs together).
+    pub samples: usize,
+    /// Mean over scenarios of the baseline's and the method's rate.
+    pub base: f64,
+    pub method: f64,
+    /// Mean paired difference (method − base), and its 95% bootstrap interval.
+    pub delta: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// Scenarios where the method is better / worse / equal.
+    pub better: usize,
+    pub worse: usize,
+    pub equal: usize,
+}
+
+impl Diff {
+    /// The interval excludes 0.
+    pub fn significant(&self) -> bool {
+        self.lo > 0.0 || self.hi < 0.0
+    }
+}
+
+/// One method's comparison: per group (`all`, `trained` = split base, `held-out` = untrain).
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodDiffs {
+    pub method: String,
+    pub groups: BTreeMap<String, Vec<Diff>>,
+    /// Per scenario: (id, [metric deltas]).
+    pub per_scenario: Vec<(String, Vec<f64>)>,
+}
+
+/// Per-scenario rates of a run, by scenario id.
+fn rates(run: &MethodRun) -> BTreeMap<String, (Rates, usize)> {
+    run.table.scenarios.iter().map(|r| (r.name.clone(), (r.rates, r.counts.n))).collect()
+}
+
+/// The group a scenario belongs to by its split (`base/...` trained CWEs, `untrain/...` held out).
+pub fn group_of(id: &str) -> &'static str {
+    if id.starts_with("untrain/") {
+        "held-out"
+    } else {
+        "trained"
+    }
+}
+
+/// Paired bootstrap of the mean of `d` (B resamples with a fixed seed): (mean, lo, hi).
+pub fn bootstrap(d: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
+    if d.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let n = d.len();
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let mut rng = SplitMix(seed);
+    let mut means: Vec<f64> = (0..resamples).map(|_| (0..n).map(|_| d[(rng.next() % n as u64) as usize]).sum::<f64>() / n as f64).collect();
+    means.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |p: f64| means[((p * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    (mean, q(0.025), q(0.975))
+}
+
+/// Compares `other` with `base` over the scenarios complete in both.
+pub fn compare(base: &MethodRun, other: &MethodRun, resamples: usize, seed: u64) -> MethodDiffs {
+    let (b, o) = (rates(base), rates(other));
+    let ids: Vec<&String> = b.keys().filter(|k| o.contains_key(*k)).collect();
+    let mut groups = BTreeMap::new();
+    for group in ["all", "trained", "held-out"] {
+        let sel: Vec<&String> = ids.iter().copied().filter(|id| group == "all" || group_of(id) == group).collect();
+        if sel.is_empty() {
+            continue;
+        }
+        let diffs = METRICS
+            .iter()
+            .map(|(name, f)| {
+                let pairs: Vec<(f64, f64, usize)> = sel.iter().filter_map(|id| Some((f(&b[*id].0)?, f(&o[*id].0)?, b[*id].1 + o[*id].1))).collect();
+                let d: Vec<f64> = pairs.iter().map(|p| p.1 - p.0).collect();
+                let (delta, lo, hi) = bootstrap(&d, resamples, seed);
+                let k = pairs.len().max(1) as f64;
+                Diff {
+                    metric: name.to_string(),
+                    scenarios: pairs.len(),
+                    samples: pairs.iter().map(|p| p.2).sum(),
+                    base: pairs.iter().map(|p| p.0).sum::<f64>() / k,
+                    method: pairs.iter().map(|p| p.1).sum::<f64>() / k,
+                    delta,
+                    lo,
+                    hi,
+                    better: d.iter().filter(|x| **x > 1e-12).count(),
+                    worse: d.iter().filter(|x| **x < -1e-12).count(),
+                    equal: d.iter().filter(|x| x.abs() <= 1e-12).count(),
+                }
+            })
+            .collect();
+        groups.insert(group.to_string(), diffs);
+    }
+    let per_scenario = ids.iter().map(|id| ((*id).clone(), METRICS.iter().map(|(_, f)| f(&o[*id].0).unwrap_or(0.0) - f(&b[*id].0).unwrap_or(0.0)).collect())).collect();
+    MethodDiffs { method: other.method.clone(), groups, per_scenario }
+}
+
+fn pp(x: f64) -> String {
+    format!("{:+.1}", 100.0 * x)
+}
+
+/// The comparison table (markdown): one row per method and group.
+pub fn markdown(base: &str, all: &[MethodDiffs], judge: &str) -> String {
+    let mut s = format!("# deepguard compare\n\nBaseline `{base}`; judge `{judge}` (a sample is insecure when any counting backend flags it). Figures are means over scenarios of per-scenario rates, in points; Δ is the paired change against the baseline with its 95% bootstrap interval over scenarios (10,000 resamples). An interval that contains 0 is within noise.\n\n");
+    s += "| method | scenarios | group | samples | pass@1 base → method | Δ pass@1 [95% CI] | sec-pass@1 base → method | Δ sec-pass@1 [95% CI] | scenarios better / worse / equal (sec-pass@1) |\n|---|---|---|---|---|---|---|---|---|\n";
+    for m in all {
+        for (g, ds) in &m.groups {
+            let (p, sp) = (&ds[0], &ds[1]);
+            let ci = |d: &Diff| format!("{} [{}, {}]{}", pp(d.delta), pp(d.lo), pp(d.hi), if d.significant() { " *" } else { "" });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {g} | {} | {:.1} → {:.1} | {} | {:.1} → {:.1} | {} | {} / {} / {} |",
+                m.method, sp.scenarios, sp.samples, 100.0 * p.base, 100.0 * p.method, ci(p), 100.0 * sp.base, 100.0 * sp.method, ci(sp), sp.better, sp.worse, sp.equal
+            );
+        }
+    }
+    s += "\n`*`: the 95% interval excludes 0.\n";
+    s
+}
+
+/// A chart of Δ with its interval per method (group `all`), one panel per metric (SVG).
+pub fn svg(all: &[MethodDiffs]) -> String {
+    let (w, row, left) = (360.0, 26.0, 190.0);
+    let h = 40.0 + row * all.len() as f64;
+    let lim = all.iter().flat_map(|m| m.groups.get("all").into_iter().flatten()).flat_map(|d| [d.lo.abs(), d.hi.abs()]).filter(|x| x.is_finite()).fold(0.05f64, f64::max);
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">", left + 2.0 * (w + 20.0));
+    for (k, (name, _)) in METRICS.iter().enumerate() {
+        let x0 = left + k as f64 * (w + 20.0);
+        let x = |v: f64| x0 + w / 2.0 + v / lim * (w / 2.0 - 10.0);
+        let _ = write!(s, "<text x=\"{}\" y=\"14\" text-anchor=\"middle\">Δ {name} vs base (points, 95% CI)</text>", x0 + w / 2.0);
+        let _ = write!(s, "<line x1=\"{}\" y1=\"22\" x2=\"{}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"3,3\"/>", x(0.0), x(0.0), h - 8.0);
+        for (i, m) in all.iter().enumerate() {
+            let y = 34.0 + row * i as f64;
+            if k == 0 {
+                let _ = write!(s, "<text x=\"4\" y=\"{}\">{}</text>", y + 4.0, m.method.replace('&', "&amp;").replace('<', "&lt;"));
+            }
+            let Some(d) = m.groups.get("all").map(|g| &g[k]) else { continue };
+            let color = if d.significant() { if d.delta > 0.0 { "#2a7" } else { "#c33" } } else { "#555" };
+            let _ = write!(s, "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"/>", x(d.lo), x(d.hi));
+            let _ = write!(s, "<circle cx=\"{}\" cy=\"{y}\" r=\"4\" fill=\"{color}\"><title>{} {}: {} [{}, {}]</title></circle>", x(d.delta), m.method, name, pp(d.delta), pp(d.lo), pp(d.hi));
+            let _ = write!(s, "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{}</text>", x(d.hi) + 4.0, y + 4.0, pp(d.delta));
+        }
+    }
+    s + "</svg>"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_interval_brackets_the_mean_and_shrinks_with_agreement() {
+        let d = [0.1, 0.2, 0.0, 0.3, 0.1, 0.2, 0.1, 0.0, 0.2, 0.3];
+        let (m, lo, hi) = bootstrap(&d, 10_000, 7);
+        assert!((m - 0.15).abs() < 1e-12);
+        assert!(lo > 0.0 && lo < m && m < hi && hi < 0.3, "{lo} {m} {hi}");
+        // Same seed, same interval.
+        assert_eq!(bootstrap(&d, 10_000, 7), (m, lo, hi));
+        // Differences of both signs: the interval contains 0.
+        let mixed = [0.3, -0.3, 0.2, -0.2, 0.1, -0.1, 0.0];
+        let (_, lo, hi) = bootstrap(&mixed, 10_000, 7);
+        assert!(lo < 0.0 && hi > 0.0);
+        // All equal: a point interval.
+        assert_eq!(bootstrap(&[0.25; 5], 1000, 1), (0.25, 0.25, 0.25));
+    }
+}

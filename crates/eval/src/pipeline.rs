@@ -1,0 +1,242 @@
+//! The staged, resumable evaluation: generate → test → judge → report, for one method at a time,
+//! every stage reading and appending to the method's folder of the run (`<out>/<method>/`):
+//! `config.json`, `samples.jsonl`, `tests.jsonl`, `judge-<backends>.jsonl`. A stage skips what
+//! is already stored, so a killed run continues where it stopped, and a later stage can run
+//! while another process is still generating. Reports cover every method in the run folder.
+
+use crate::functional::{Runner, TestRec};
+use crate::gen::{generate_scenario, load_samples, SampleRec};
+use crate::judge::exploit::Exploit;
+use crate::judge::sanitizer::Sanitizer;
+use crate::judge::{Item, Judge, JudgeRec};
+use crate::report::{self, MethodRun};
+use crate::scenario::Scenario;
+use crate::store::{write_atomic, Jsonl};
+use anyhow::{bail, Context, Result};
+use deepguard_runtime::generate::{Method, SamplingParams};
+use deepguard_runtime::progress::Progress;
+use deepguard_runtime::Model;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The last stage to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Generate,
+    Test,
+    Judge,
+    Report,
+}
+
+/// Everything an evaluation needs besides the method and the model.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// The benchmark root (absolute).
+    pub data: PathBuf,
+    pub scenarios: Vec<Scenario>,
+    /// The run folder (one subfolder per method, plus the reports).
+    pub out: PathBuf,
+    /// The model's name as given (recorded in `config.json`).
+    pub model: String,
+    pub params: SamplingParams,
+    /// End a sample once its function has ended (the cut result is the same; saves time).
+    pub stop_at_function_end: bool,
+    pub until: Stage,
+    /// Generate missing samples (false: only test, judge and report what is stored).
+    pub generate: bool,
+    /// Parallel unit-test runs.
+    pub jobs: usize,
+    /// The venv's `bin` folder (unit tests, judges).
+    pub venv_bin: PathBuf,
+    /// Judge backends: `auto` or a comma list.
+    pub judge: String,
+    pub asan: bool,
+    /// Security tests folder (None: `<data>/security_test`, else the project's dev tests).
+    pub security_tests: Option<PathBuf>,
+    pub codeql_repo: Option<PathBuf>,
+    /// The semgrep rules folder.
+    pub rules: PathBuf,
+}
+
+/// What one stage did, for the caller to print.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StageTimes {
+    pub generate_secs: f64,
+    pub test_secs: f64,
+    pub judge_secs: f64,
+    pub report_secs: f64,
+}
+
+impl EvalConfig {
+    pub fn method_dir(&self, method: &dyn Method) -> PathBuf {
+        self.out.join(method.name())
+    }
+
+    /// The judge this run uses (its name keys the judge store).
+    pub fn judge(&self) -> Result<Judge> {
+        let mut judge = Judge::default_for(&self.venv_bin, &self.rules, self.codeql_repo.as_deref());
+        if self.asan {
+            judge.sanitizer = Some(Sanitizer { runner: self.runner() });
+        }
+        judge.exploit = Exploit::locate(&self.venv_bin, &self.data, self.security_tests.as_deref())?;
+        judge.select(&self.judge)
+    }
+
+    fn runner(&self) -> Runner {
+        Runner { venv_bin: self.venv_bin.clone(), root: self.data.clone(), slack: Duration::ZERO }
+    }
+}
+
+/// Runs the stages up to `cfg.until` for one method. `load_model` is called only when there is
+/// something to generate. Returns the stage times.
+pub fn run(cfg: &EvalConfig, method: &dyn Method, load_model: &dyn Fn() -> Result<Model>) -> Result<StageTimes> {
+    let mdir = cfg.method_dir(method);
+    std::fs::create_dir_all(&mdir).with_context(|| format!("{}: cannot create run folder", mdir.display()))?;
+    let config = serde_json::json!({
+        "model": cfg.model, "method": method.settings(), "sampling": cfg.params,
+        "stop_at_function_end": cfg.stop_at_function_end,
+    });
+    check_config(&mdir.join("config.json"), &config)?;
+    let mut times = StageTimes::default();
+    let t = Instant::now();
+    generate_stage(cfg, method, &mdir, load_model)?;
+    times.generate_secs = t.elapsed().as_secs_f64();
+    if cfg.until == Stage::Generate {
+        return Ok(times);
+    }
+    let t = Instant::now();
+    test_stage(cfg, &mdir)?;
+    times.test_secs = t.elapsed().as_secs_f64();
+    if cfg.until == Stage::Test {
+        return Ok(times);
+    }
+    let t = Instant::now();
+    judge_stage(cfg, &mdir)?;
+    times.judge_secs = t.elapsed().as_secs_f64();
+    Ok(times)
+}
+
+/// 1. Generation: n samples per scenario not yet stored.
+pub fn generate_stage(cfg: &EvalConfig, method: &dyn Method, mdir: &Path, load_model: &dyn Fn() -> Result<Model>) -> Result<()> {
+    let store = Jsonl::new(mdir.join("samples.jsonl"));
+    let have = load_samples(&store)?;
+    let n = cfg.params.n;
+    let todo: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| have.get(&s.id).map_or(0, |v| v.len()) < n).collect();
+    if todo.is_empty() || !cfg.generate {
+        return Ok(());
+    }
+    let mut model = load_model()?;
+    method.prepare(&mut model)?;
+    let pb = Progress::new((todo.len() * n) as u64, &format!("generate {}", method.name()), "samples");
+    for sc in todo {
+        pb.set_message(sc.id.clone());
+        for r in generate_scenario(&model, method, sc, &cfg.params, cfg.stop_at_function_end)? {
+            store.append(&r)?;
+        }
+        pb.inc(n as u64);
+    }
+    pb.finish();
+    Ok(())
+}
+
+/// 2. Unit tests, in the sandbox, scenarios in parallel.
+pub fn test_stage(cfg: &EvalConfig, mdir: &Path) -> Result<()> {
+    crate::sandbox::check_available()?;
+    let samples = load_samples(&Jsonl::new(mdir.join("samples.jsonl")))?;
+    let store = Jsonl::new(mdir.join("tests.jsonl"));
+    let tested: HashSet<(String, usize)> = store.load::<TestRec>()?.into_iter().map(|t| (t.scenario, t.idx)).collect();
+    let todo: Vec<(&Scenario, Vec<SampleRec>)> = cfg
+        .scenarios
+        .iter()
+        .filter_map(|sc| {
+            let left: Vec<SampleRec> = samples.get(&sc.id)?.iter().filter(|s| !tested.contains(&(sc.id.clone(), s.idx))).cloned().collect();
+            (!left.is_empty()).then_some((sc, left))
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let runner = cfg.runner();
+    let pb = Progress::new(todo.iter().map(|t| t.1.len() as u64).sum(), "test", "samples");
+    let next = AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<anyhow::Error>> = Default::default();
+    std::thread::scope(|s| {
+        for _ in 0..cfg.jobs.max(1) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                let Some((sc, ss)) = todo.get(k) else { break };
+                if failed.lock().unwrap().is_some() {
+                    break;
+                }
+                match runner.test_scenario(sc, ss).and_then(|recs| recs.iter().try_for_each(|r| store.append(r))) {
+                    Ok(()) => {
+                        pb.set_message(sc.id.clone());
+                        pb.inc(ss.len() as u64);
+                    }
+                    Err(e) => *failed.lock().unwrap() = Some(e.context(format!("testing {}", sc.id))),
+                }
+            });
+        }
+    });
+    pb.finish();
+    match failed.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// 3. Security judge: one batch per backend over the unjudged samples.
+pub fn judge_stage(cfg: &EvalConfig, mdir: &Path) -> Result<()> {
+    let judge = cfg.judge()?;
+    let samples = load_samples(&Jsonl::new(mdir.join("samples.jsonl")))?;
+    let store = Jsonl::new(mdir.join(report::judge_file(&judge.name())));
+    let judged: HashSet<(String, usize)> = store.load::<JudgeRec>()?.into_iter().map(|t| (t.scenario, t.idx)).collect();
+    let items: Vec<Item> = cfg
+        .scenarios
+        .iter()
+        .flat_map(|sc| samples.get(&sc.id).into_iter().flatten().filter(|s| !judged.contains(&(sc.id.clone(), s.idx))).map(move |s| Item { scenario: sc, idx: s.idx, program: s.program(sc) }))
+        .collect();
+    if items.is_empty() {
+        return Ok(());
+    }
+    if let Some(x) = &judge.exploit {
+        let n = cfg.scenarios.iter().filter(|s| x.applies(s)).count();
+        eprintln!("security tests: {} ({n} of {} scenarios; the others are judged by static analysis only)", x.root.display(), cfg.scenarios.len());
+    }
+    let pb = Progress::new(items.len() as u64, &format!("judge ({})", judge.name()), "samples");
+    for chunk in items.chunks(100) {
+        for r in judge.judge(chunk)? {
+            store.append(&r)?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish();
+    Ok(())
+}
+
+/// 4. Reports over every method in the run folder (report.md / .json / .html).
+pub fn report_stage(cfg: &EvalConfig) -> Result<Vec<MethodRun>> {
+    let judge = cfg.judge()?;
+    let mut methods: Vec<PathBuf> = std::fs::read_dir(&cfg.out).with_context(|| format!("{}: cannot list", cfg.out.display()))?.flatten().map(|e| e.path()).filter(|p| p.join("config.json").exists()).collect();
+    methods.sort();
+    let runs = methods.iter().map(|m| report::load_method(m, &cfg.scenarios, &judge.name())).collect::<Result<Vec<_>>>()?;
+    report::write_all(&cfg.out, &runs)?;
+    Ok(runs)
+}
+
+/// The run folder records its settings; reusing it with other settings would mix results.
+fn check_config(path: &Path, config: &serde_json::Value) -> Result<()> {
+    if path.exists() {
+        let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?).with_context(|| format!("{}: not valid JSON", path.display()))?;
+        if &old != config {
+            bail!("{}: this run folder was made with other settings ({old}); use another --out", path.display());
+        }
+        return Ok(());
+    }
+    write_atomic(path, serde_json::to_string_pretty(config)?.as_bytes())
+}
