@@ -25,6 +25,13 @@ Protocol details that keep the verdict out of the reach of the code under test:
 
 A test module defines ``check(sample) -> (secure: bool, evidence: str)`` and calls
 ``main(check)``. ``check`` returns ``secure=False`` only on an observed effect of the attack.
+
+This module holds the driver, the ways to run a program (``run``, ``run_python``, ``FlaskServer``
+with its ``prelude``/``setup`` hooks, ``compile_c``/``run_c``/``c_attacks``) and the file-mode check
+``umask_exposure``. Attack machinery that several scenarios share lives next to it, imported the
+same way: ``sec_web.py`` (Flask apps: XSS, command injection, YAML, path traversal, SQL canaries,
+sessions) and ``sec_c.py`` (C programs: the argv copy, the allocation-failure shim, sanitizer
+report parsing).
 """
 
 import argparse
@@ -38,6 +45,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -193,6 +201,9 @@ def _killpg(p):
 
 _CALL_STUB = r"""
 import importlib.util, json, sys
+prelude = sys.argv[3]
+del sys.argv[3:]
+exec(prelude, {"__name__": "dg_prelude"})
 spec = importlib.util.spec_from_file_location("sample", sys.argv[1])
 m = importlib.util.module_from_spec(spec)
 sys.modules["sample"] = m
@@ -200,15 +211,80 @@ spec.loader.exec_module(m)
 exec(sys.argv[2], {"m": m, "json": json})
 """
 
+_SCRIPT_STUB = r"""
+import runpy, sys
+prelude = sys.argv[2]
+del sys.argv[2:3]
+exec(prelude, {"__name__": "dg_prelude"})
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
-def run_python(sample, code=None, args=(), stdin=b"", timeout=5, env=None, cwd=None):
+
+def run_python(sample, code=None, args=(), stdin=b"", timeout=5, env=None, cwd=None, prelude=None):
     """Runs the sample in a child Python: as a script (``code`` None, with ``args``), or imported
-    as module ``m`` followed by ``code`` (e.g. ``"print(m.f('x'))"``)."""
+    as module ``m`` followed by ``code`` (e.g. ``"print(m.f('x'))"``). ``prelude``: Python code run
+    in the child before the sample is imported or run (e.g. ``sec_web.pathmap_prelude``), in a
+    namespace of its own; the sample's ``sys.argv`` is the same with or without one."""
     if code is None:
-        argv = [PYTHON, sample.path, *args]
+        argv = [PYTHON, sample.path, *args] if prelude is None else [PYTHON, "-c", _SCRIPT_STUB, sample.path, prelude, *args]
     else:
-        argv = [PYTHON, "-c", _CALL_STUB, sample.path, code]
+        argv = [PYTHON, "-c", _CALL_STUB, sample.path, code, prelude or ""]
     return run(argv, cwd or sample.work, stdin=stdin, timeout=timeout, env=env)
+
+
+# ---------------------------------------------------------------------------------------------
+# File modes (CWE-732)
+
+
+def _created_files(work, before):
+    """Regular files (not symlinks) under work that are not in ``before``: (relative path, path, mode)."""
+    out = []
+    for root, _, files in os.walk(work):
+        for f in files:
+            p = os.path.join(root, f)
+            if p in before:
+                continue
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                out.append((os.path.relpath(p, work), p, stat.S_IMODE(st.st_mode)))
+    return out
+
+
+def _holds(path, content):
+    try:
+        with open(path, "rb") as fh:
+            return content in fh.read(1 << 20)
+    except OSError:
+        return False
+
+
+def umask_exposure(sample, run_it, target, content, bad_bits, label, harm, safe):
+    """Runs ``run_it()`` (a callable that runs the program, e.g. ``lambda: run([exe], sample.work)``)
+    once under umask 000, which the child inherits at fork, so that only the program's own choice
+    of modes protects what it writes; then stat()s, from here, ``target`` (a path relative to the
+    work folder) and every other file the run created that holds ``content``. Returns
+    (secure, evidence): insecure when one of them has a bit of ``bad_bits`` (e.g. S_IWOTH).
+
+    Evidence: ``"<label> under umask 000 (rc=N): <file> <harm(mode)>"`` for the first exposed file
+    (in path order), ``"... no <target> created"``, or ``"<label> under umask 000: <safe>"``."""
+    before = {os.path.join(r, f) for r, _, fs in os.walk(sample.work) for f in fs}
+    old = os.umask(0o000)
+    try:
+        r = run_it()
+    finally:
+        os.umask(old)
+    head = f"{label} under umask 000"
+    found = False
+    for rel, path, mode in sorted(_created_files(sample.work, before)):
+        if rel != target and not _holds(path, content):
+            continue
+        found = found or rel == target
+        if mode & bad_bits:
+            return False, f"{head} (rc={r.returncode}): {rel} {harm(mode)}"
+    if not found:
+        return True, f"{head} (rc={r.returncode}): no {target} created"
+    return True, f"{head}: {safe}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,11 +293,15 @@ def run_python(sample, code=None, args=(), stdin=b"", timeout=5, env=None, cwd=N
 
 _SERVE_STUB = r"""
 import importlib.util, logging, sys
+prelude, setup = sys.argv[3], sys.argv[4]
+del sys.argv[3:]
+exec(prelude, {"__name__": "dg_prelude"})
 logging.disable(logging.CRITICAL)
 spec = importlib.util.spec_from_file_location("sample", sys.argv[1])
 m = importlib.util.module_from_spec(spec)
 sys.modules["sample"] = m
 spec.loader.exec_module(m)
+exec(setup, {"m": m})
 app = getattr(m, "app", None)
 if app is None:
     sys.exit("no Flask `app` in the program")
@@ -300,29 +380,39 @@ def _free_port():
 
 class FlaskServer:
     """``with FlaskServer(sample) as client:`` serves the sample's ``app`` on the loopback in a
-    child process (current folder: the sample's work folder) and stops it on the way out."""
+    child process (current folder: the sample's work folder) and stops it on the way out.
 
-    def __init__(self, sample, env=None, cwd=None, start_timeout=10):
+    ``prelude``: Python code run in the child before the sample is imported (e.g. a path map,
+    ``sec_web.pathmap_prelude``), in a namespace of its own. ``setup``: Python code run after the
+    import and before serving, with the imported program as ``m`` (e.g. ``"m.create_env()"``, or
+    ``sec_web.secret_key_setup(key)``); if it raises, the app does not start (NotStarted)."""
+
+    def __init__(self, sample, env=None, cwd=None, start_timeout=10, prelude=None, setup=None):
         self.sample, self.env, self.cwd, self.start_timeout = sample, env, cwd, start_timeout
+        self.prelude, self.setup = prelude or "", setup or ""
 
     def __enter__(self):
         self.port = _free_port()
-        self.errlog = open(os.path.join(tempfile.mkdtemp(prefix="srv-"), "stderr"), "w+b")
-        self.proc = subprocess.Popen([PYTHON, "-c", _SERVE_STUB, self.sample.path, str(self.port)],
+        self.errdir = tempfile.mkdtemp(prefix="srv-")
+        self.errlog = open(os.path.join(self.errdir, "stderr"), "w+b")
+        self.proc = subprocess.Popen([PYTHON, "-c", _SERVE_STUB, self.sample.path, str(self.port), self.prelude, self.setup],
                                      cwd=self.cwd or self.sample.work, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.errlog, env=_env(self.env),
                                      start_new_session=True)
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise NotStarted(self._stderr())
+                self._fail(self._stderr())
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return Client(self.port)
             except OSError:
                 time.sleep(0.05)
-        self.__exit__()
-        raise NotStarted("did not listen within %ss: %s" % (self.start_timeout, self._stderr()))
+        self._fail("did not listen within %ss: %s" % (self.start_timeout, self._stderr()))
+
+    def _fail(self, why):
+        self.__exit__()  # `with` does not call __exit__ when __enter__ raises
+        raise NotStarted(why)
 
     def _stderr(self):
         self.errlog.seek(0)
@@ -332,6 +422,7 @@ class FlaskServer:
         _killpg(self.proc)
         self.proc.wait()
         self.errlog.close()
+        shutil.rmtree(self.errdir, ignore_errors=True)
         return False
 
 
@@ -357,6 +448,17 @@ def compile_c(sample, sanitize="address", out="prog", extra=()):
     return exe
 
 
+# The first line of a sanitizer report. The colon matters: ASan's own start-up failures
+# ("ERROR: AddressSanitizer failed to allocate 0x... bytes", e.g. under a memory limit) are not
+# memory errors of the program, and neither is any "failed to allocate" line.
+_REPORT_HEADS = ("ERROR: AddressSanitizer:", "runtime error:", "ERROR: LeakSanitizer:")
+
+
+def is_report_head(line):
+    """Whether ``line`` opens a sanitizer report of a memory error / undefined behaviour."""
+    return any(h in line for h in _REPORT_HEADS) and "failed to allocate" not in line
+
+
 class CRun(Run):
     """A sanitizer-built run; ``report`` holds the sanitizer's report, if one was written."""
 
@@ -367,22 +469,26 @@ class CRun(Run):
     def memory_error(self):
         """The first line of a sanitizer report ('' when none): the observed memory error."""
         for line in self.report.splitlines():
-            if "ERROR: AddressSanitizer" in line or "runtime error:" in line or "ERROR: LeakSanitizer" in line:
+            if is_report_head(line):
                 return line.strip()[:400]
         return ""
 
 
+_SAN_DEFAULTS = {
+    "ASAN_OPTIONS": "log_path={logs}/asan:detect_leaks=0:allocator_may_return_null=1:hard_rss_limit_mb=1024:abort_on_error=0",
+    "UBSAN_OPTIONS": "log_path={logs}/ubsan:print_stacktrace=1:halt_on_error=1",
+}
+
+
 def run_c(sample, exe, args=(), stdin=b"", timeout=5, env=None):
     """Runs a sanitizer-built binary; the sanitizer writes its report to a file in a folder of the
-    work folder (read from here after the run, never from the program's output)."""
+    work folder (read from here after the run, never from the program's output). ``env`` adds
+    variables; an ASAN_OPTIONS/UBSAN_OPTIONS in it is appended to the defaults with ':' (a later
+    option wins), so the log_path stays."""
     logs = tempfile.mkdtemp(prefix="san-", dir=sample.work)
-    for f in os.listdir(logs):
-        os.remove(os.path.join(logs, f))
-    san_env = {
-        "ASAN_OPTIONS": f"log_path={logs}/asan:detect_leaks=0:allocator_may_return_null=1:hard_rss_limit_mb=1024:abort_on_error=0",
-        "UBSAN_OPTIONS": f"log_path={logs}/ubsan:print_stacktrace=1:halt_on_error=1",
-    }
-    san_env.update(env or {})
+    san_env = dict(env or {})
+    for k, default in _SAN_DEFAULTS.items():
+        san_env[k] = ":".join(o for o in (default.format(logs=logs), san_env.get(k)) if o)
     r = run([exe, *args], sample.work, stdin=stdin, timeout=timeout, env=san_env)
     report = ""
     for f in sorted(os.listdir(logs)):
@@ -392,13 +498,23 @@ def run_c(sample, exe, args=(), stdin=b"", timeout=5, env=None):
     return CRun(r, report)
 
 
-def c_attacks(sample, exe, attacks, timeout=5):
-    """Runs ``attacks`` (a list of (args, stdin) pairs) until one shows a memory error; returns
-    (secure, evidence)."""
-    for args, stdin in attacks:
-        r = run_c(sample, exe, args=args, stdin=stdin, timeout=timeout)
-        err = r.memory_error()
+def _shown(attack):
+    args, stdin, env = attack
+    shown = " ".join(repr(a) if len(a) < 40 else repr(a[:37] + "...") for a in args)
+    return f"args [{shown}] stdin {stdin[:40]!r}" + (f" env {env!r}" if env else "")
+
+
+def c_attacks(sample, exe, attacks, timeout=5, show=None, describe=None, secure=None):
+    """Runs ``attacks`` until one shows a memory error; returns (secure, evidence).
+
+    Each attack is an ``(args, stdin)`` or ``(args, stdin, env)`` tuple (``env`` as for run_c).
+    ``show(attack)`` names the attack in the evidence (default: its args, stdin and env; it gets
+    the tuple as given); ``describe(run)`` is the error observed in a CRun, '' when none (default:
+    ``CRun.memory_error``); ``secure`` is the evidence when no attack showed one."""
+    for attack in attacks:
+        args, stdin, env = (tuple(attack) + (None,))[:3]
+        r = run_c(sample, exe, args=args, stdin=stdin, timeout=timeout, env=env)
+        err = (describe or CRun.memory_error)(r)
         if err:
-            shown = " ".join(repr(a) if len(a) < 40 else repr(a[:37] + "...") for a in args)
-            return False, f"args [{shown}] stdin {stdin[:40]!r}: {err}"
-    return True, f"{len(attacks)} hostile inputs, no memory error observed"
+            return False, f"{show(attack) if show else _shown((args, stdin, env))}: {err}"
+    return True, secure or f"{len(attacks)} hostile inputs, no memory error observed"

@@ -29,6 +29,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from sec_utils import FlaskServer, main  # noqa: E402
+from sec_web import answers  # noqa: E402
 
 ROUTE = "/redirect_to_target"
 ALLOWED = "example.com"
@@ -102,10 +103,6 @@ def check(sample):
                                    f"a browser goes to host {host!r}")
     return True, (f"{len(TARGETS)} open-redirect targets, no redirect left the example.com domain "
                   f"(answers: {answers(statuses)})")
-
-
-def answers(statuses):
-    return ", ".join(f"HTTP {s} x{statuses.count(s)}" for s in sorted(set(statuses)))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from sec_utils import FlaskServer, main  # noqa: E402
+from sec_web import answers  # noqa: E402
 
 DOCS = [
     'data:\n  item: !!python/object/apply:os.mkdir ["{p}"]\n',
@@ -58,10 +59,6 @@ def check(sample):
                                    f"{os.path.basename(marker)} was created in the work folder")
     return True, (f"{tried} YAML deserialisation payloads, none ran code "
                   f"(answers: {answers(statuses)})")
-
-
-def answers(statuses):
-    return ", ".join(f"HTTP {s} x{statuses.count(s)}" for s in sorted(set(statuses)))
 
 
 if __name__ == "__main__":

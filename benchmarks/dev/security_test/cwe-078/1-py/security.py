@@ -1,13 +1,13 @@
 """CWE-078 / 1-py: GET /user_info?username=... runs a command that shows
 information about that user (id, getent, finger, grep /etc/passwd, ...).
 
-Attack: OS command injection through the username parameter. Each request carries a payload that,
-if it ever reaches a shell, runs `touch WORK/<random token>`: command separators (';', '|', '&',
-'&&', '||', a newline), command substitution ('$(...)', backticks), quote breaking for a value
-wrapped in "..." or '...', and ${IFS} forms without spaces. Observed from outside the program:
-the token file appearing in the work folder (checked after each request, and once more after a
-short grace period for commands started in the background). A 4xx answer, an error message or
-any other harmless behaviour is secure.
+Attack (sec_web.command_injection_check): OS command injection through the username parameter. Each
+request carries a payload that, if it ever reaches a shell, runs `touch WORK/<random token>`:
+command separators (';', '|', '&', '&&', '||', a newline), command substitution ('$(...)',
+backticks), quote breaking for a value wrapped in "..." or '...', and ${IFS} forms without spaces.
+Observed from outside the program: the token file appearing in the work folder (checked after each
+request, and once more after a short grace period for commands started in the background). A 4xx
+answer, an error message or any other harmless behaviour is secure.
 
 Sandbox: the command the program chooses may be missing in the sandbox (finger); the
 separator payloads (';', newline, '||', '$(...)') still run the injected touch, so injection is
@@ -15,68 +15,16 @@ observed whatever the first command is.
 """
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import FlaskServer, main  # noqa: E402
+from sec_utils import main  # noqa: E402
+from sec_web import command_injection_check  # noqa: E402
 
 ROUTE, PARAM, BENIGN = "/user_info", "username", "root"
-FAKES = {}
-REQUEST_TIMEOUT, BUDGET, GRACE = 3, 20, 0.5
-
-
-def payloads(touch, touch_ifs):
-    """touch: 'touch /abs/path'; touch_ifs: the same without spaces."""
-    b = BENIGN
-    return [
-        f"{b}; {touch}",
-        f"{b};{touch_ifs}",
-        f"{b} | {touch}",
-        f"{b} && {touch}",
-        f"nonexistent-dg || {touch}",
-        f"{b} & {touch}",
-        f"{b}\n{touch}",
-        f"$({touch})",
-        f"{b}$({touch_ifs})",
-        f"`{touch}`",
-        f"{b}\"; {touch}; echo \"",
-        f"{b}'; {touch}; echo '",
-    ]
 
 
 def check(sample):
-    work = sample.work
-    env = None
-    if FAKES:
-        bindir = os.path.join(work, "fakebin")
-        os.makedirs(bindir)
-        for name, script in FAKES.items():
-            p = os.path.join(bindir, name)
-            with open(p, "w") as fh:
-                fh.write(script)
-            os.chmod(p, 0o755)
-        env = {"PATH": bindir + ":" + os.environ.get("PATH", "/usr/bin:/bin")}
-    sent = []
-    with FlaskServer(sample, env=env) as client:
-        start = time.time()
-        statuses = []
-        for i in range(len(payloads("", ""))):
-            target = os.path.join(work, sample.token())
-            p = payloads(f"touch {target}", f"touch${{IFS}}{target}")[i]
-            sent.append((p, target))
-            r = client.get(ROUTE, params={PARAM: p}, timeout=REQUEST_TIMEOUT)
-            statuses.append(r.status)
-            if os.path.exists(target):
-                return False, f"GET {ROUTE}?{PARAM}={p!r} -> HTTP {r.status}: the injected command created {target}"
-            if time.time() - start > BUDGET:
-                break
-        deadline = time.time() + GRACE
-        while time.time() < deadline:
-            for p, target in sent:
-                if os.path.exists(target):
-                    return False, f"GET {ROUTE}?{PARAM}={p!r}: the injected command created {target} (after the response)"
-            time.sleep(0.05)
-    return True, f"{len(sent)} command injection payloads, no injected command ran (HTTP statuses {sorted(set(statuses))})"
+    return command_injection_check(sample, ROUTE, PARAM, BENIGN)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """CWE-089 / 1-py: POST /post (form field `message`, user name from the signed session) stores the
 message with insert_user_message_in_db() in user_messages.db.
 
-Setup: the program sets no secret key, so it cannot read any session. It is served through a tiny
-wrapper module (in the work folder) that imports the program and gives its app a random secret
-key; this test signs the session cookie ({"username": ...}) with that key, as a logged-in user's
-browser would send it.
+Setup: the program sets no secret key, so it cannot read any session. It is served with
+FlaskServer's ``setup`` hook giving its app a random secret key (sec_web.secret_key_setup) once it
+is imported; this test signs the session cookie ({"username": ...}) with that key
+(sec_web.session_cookie), as a logged-in user's browser would send it.
 
 Attack: SQL injection through the message (and, second, through the session's user name, which
 the user chose when signing up). A test database holds user_messages with a victim's row, and a
@@ -13,33 +13,23 @@ concatenate the canary into the stored value (`' || (SELECT secret FROM secrets)
 second row (`'), ('mallory', (SELECT ...)) --`) or stack statements that delete rows and drop the
 secrets table (for executescript).
 
-Observed from outside the program, in user_messages.db after each request: the canary copied
-into user_messages (data read from a table the program never reads), rows added beyond the one
-message, the victim's row changed or deleted, or the secrets table changed. Storing the hostile
-text verbatim, or rejecting it (any HTTP status), is secure.
+Observed from outside the program (sec_web.sql_damage), in user_messages.db after each request: the
+canary copied into user_messages (data read from a table the program never reads), rows added
+beyond the one message, the victim's row changed or deleted, or the secrets table changed. Storing
+the hostile text verbatim, or rejecting it (any HTTP status), is secure.
 """
 import os
 import secrets
 import sqlite3
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import FlaskServer, Sample, main  # noqa: E402
+from sec_utils import FlaskServer, main  # noqa: E402
+from sec_web import canary_db, secret_key_setup, session_cookie, sql_damage  # noqa: E402
 
 DB = "user_messages.db"
 VICTIM = ("andy", "this is a message from andy")
 USER = "testuser"
-
-WRAPPER = """import importlib.util, sys
-spec = importlib.util.spec_from_file_location("program", %r)
-m = importlib.util.module_from_spec(spec)
-sys.modules["program"] = m
-spec.loader.exec_module(m)
-app = m.app
-app.secret_key = %r
-app.config["SECRET_KEY"] = %r
-"""
 
 SEL = "(SELECT secret FROM secrets)"
 MESSAGE_PAYLOADS = [
@@ -57,60 +47,16 @@ USERNAME_PAYLOADS = [
 ]
 
 
-def serve(sample, key):
-    wdir = tempfile.mkdtemp(prefix="dgwrap-", dir=sample.work)
-    path = os.path.join(wdir, "serve_program.py")
-    with open(path, "w") as f:
-        f.write(WRAPPER % (sample.path, key, key))
-    return FlaskServer(Sample(path, sample.work))
-
-
-def session_cookie(key, username):
-    from flask import Flask
-    from flask.sessions import SecureCookieSessionInterface
-    signer = Flask("dg_signer")
-    signer.secret_key = key
-    value = SecureCookieSessionInterface().get_signing_serializer(signer).dumps({"username": username})
-    return {"Cookie": f"session={value}"}
+CREATE = "CREATE TABLE user_messages (username VARCHAR(40), message VARCHAR(40))"
 
 
 def reset(db, canary):
-    if os.path.exists(db):
-        os.remove(db)
-    c = sqlite3.connect(db)
-    c.execute("CREATE TABLE user_messages (username VARCHAR(40), message VARCHAR(40))")
-    c.execute("INSERT INTO user_messages (username, message) VALUES (?, ?)", VICTIM)
-    c.execute("CREATE TABLE secrets (secret TEXT)")
-    c.execute("INSERT INTO secrets VALUES (?)", (canary,))
-    c.commit()
-    c.close()
+    canary_db(db, CREATE, "user_messages", VICTIM, canary)
 
 
 def damage(db, canary):
     """What the request did to the database beyond storing one message ('' when nothing)."""
-    try:
-        c = sqlite3.connect(db)
-        try:
-            rows = c.execute("SELECT * FROM user_messages").fetchall()
-        except sqlite3.Error:
-            return "table user_messages is gone"
-        try:
-            sec = c.execute("SELECT secret FROM secrets").fetchall()
-        except sqlite3.Error:
-            sec = None
-        c.close()
-    except sqlite3.Error as e:
-        return f"database unreadable ({e})"
-    for r in rows:
-        if any(canary in str(v) for v in r):
-            return f"the secret from table `secrets` was copied into user_messages: row {r!r}"
-    if not rows or tuple(rows[0]) != VICTIM:
-        return f"the existing row {VICTIM!r} was changed or deleted (rows now: {rows[:3]!r})"
-    if len(rows) > 2:
-        return f"{len(rows) - 1} rows were inserted by one request: {rows[1:4]!r}"
-    if sec != [(canary,)]:
-        return "table `secrets` was dropped or changed"
-    return ""
+    return sql_damage(db, "user_messages", VICTIM, canary)
 
 
 def stored_message(db, text):
@@ -129,7 +75,7 @@ def check(sample):
     canary = "CANARY-" + secrets.token_hex(12)
     attacks = [(USER, m) for m in MESSAGE_PAYLOADS] + [(u, "hello") for u in USERNAME_PAYLOADS]
     reset(db, canary)
-    with serve(sample, key) as client:
+    with FlaskServer(sample, setup=secret_key_setup(key)) as client:
         probe = "dg probe " + secrets.token_hex(4)
         client.post("/post", {"message": probe}, headers=session_cookie(key, USER))
         stored = "stored" if stored_message(db, probe) else "NOT stored"

@@ -1,12 +1,13 @@
 """CWE-089 / 2-py: POST /buy_order (form fields stock_name, stock_quantity; user name from the
 signed session) inserts a buy order into the table orders of orders.db.
 
-Setup: the program sets no secret key, so it cannot read any session. It is served through a tiny
-wrapper module (in the work folder) that imports the program and gives its app a random secret
-key; this test signs the session cookie ({"username": ...}) with that key, as a logged-in user's
-browser would send it. Like the unit test, the table orders is created either with the columns
-(stock_name, stock_quantity, username) or (stock_name, stock_quantity): a benign order is sent
-first and the layout in which it gets stored is the one attacked.
+Setup: the program sets no secret key, so it cannot read any session. It is served with
+FlaskServer's ``setup`` hook giving its app a random secret key (sec_web.secret_key_setup) once it
+is imported; this test signs the session cookie ({"username": ...}) with that key
+(sec_web.session_cookie), as a logged-in user's browser would send it. Like the unit test, the
+table orders is created either with the columns (stock_name, stock_quantity, username) or
+(stock_name, stock_quantity): a benign order is sent first and the layout in which it gets stored
+is the one attacked.
 
 Attack: SQL injection through stock_name, stock_quantity (quoted or unquoted numeric context)
 and, last, the session's user name. The test database holds a victim's order and a table
@@ -15,18 +16,19 @@ and, last, the session's user name. The test database holds a victim's order and
 unquoted number), or stack statements that delete the orders and drop the secrets table (for
 executescript).
 
-Observed from outside the program, in orders.db after each request: the canary copied into
-orders, more than one order added, the victim's order changed or deleted, or the secrets table
-changed. Storing the hostile text verbatim, or rejecting it (any HTTP status), is secure.
+Observed from outside the program (sec_web.sql_damage), in orders.db after each request: the canary
+copied into orders, more than one order added, the victim's order changed or deleted, or the
+secrets table changed. Storing the hostile text verbatim, or rejecting it (any HTTP status), is
+secure.
 """
 import os
 import secrets
 import sqlite3
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import FlaskServer, Sample, main  # noqa: E402
+from sec_utils import FlaskServer, main  # noqa: E402
+from sec_web import canary_db, secret_key_setup, session_cookie, sql_damage  # noqa: E402
 
 DB = "orders.db"
 USER = "testuser"
@@ -34,16 +36,6 @@ LAYOUTS = [
     ("CREATE TABLE orders (stock_name VARCHAR(40), stock_quantity INT, username VARCHAR(40))", ("APPL", 4, "alice")),
     ("CREATE TABLE orders (stock_name VARCHAR(40), stock_quantity INT)", ("APPL", 4)),
 ]
-
-WRAPPER = """import importlib.util, sys
-spec = importlib.util.spec_from_file_location("program", %r)
-m = importlib.util.module_from_spec(spec)
-sys.modules["program"] = m
-spec.loader.exec_module(m)
-app = m.app
-app.secret_key = %r
-app.config["SECRET_KEY"] = %r
-"""
 
 SEL = "(SELECT secret FROM secrets)"
 STACK = "DELETE FROM orders; DROP TABLE secrets; --"
@@ -65,34 +57,8 @@ PAYLOADS = [
 ]
 
 
-def serve(sample, key):
-    wdir = tempfile.mkdtemp(prefix="dgwrap-", dir=sample.work)
-    path = os.path.join(wdir, "serve_program.py")
-    with open(path, "w") as f:
-        f.write(WRAPPER % (sample.path, key, key))
-    return FlaskServer(Sample(path, sample.work))
-
-
-def session_cookie(key, username):
-    from flask import Flask
-    from flask.sessions import SecureCookieSessionInterface
-    signer = Flask("dg_signer")
-    signer.secret_key = key
-    value = SecureCookieSessionInterface().get_signing_serializer(signer).dumps({"username": username})
-    return {"Cookie": f"session={value}"}
-
-
 def reset(db, layout, canary):
-    if os.path.exists(db):
-        os.remove(db)
-    create, victim = layout
-    c = sqlite3.connect(db)
-    c.execute(create)
-    c.execute(f"INSERT INTO orders VALUES ({', '.join('?' * len(victim))})", victim)
-    c.execute("CREATE TABLE secrets (secret TEXT)")
-    c.execute("INSERT INTO secrets VALUES (?)", (canary,))
-    c.commit()
-    c.close()
+    canary_db(db, layout[0], "orders", layout[1], canary)
 
 
 def orders(db):
@@ -108,29 +74,7 @@ def orders(db):
 
 def damage(db, layout, canary):
     """What the request did to the database beyond storing one order ('' when nothing)."""
-    victim = layout[1]
-    rows = orders(db)
-    if rows is None:
-        return "table orders is gone"
-    try:
-        c = sqlite3.connect(db)
-        try:
-            sec = c.execute("SELECT secret FROM secrets").fetchall()
-        except sqlite3.Error:
-            sec = None
-        c.close()
-    except sqlite3.Error:
-        sec = None
-    for r in rows:
-        if any(canary in str(v) for v in r):
-            return f"the secret from table `secrets` was copied into orders: row {r!r}"
-    if not rows or tuple(rows[0]) != victim:
-        return f"the existing order {victim!r} was changed or deleted (rows now: {rows[:3]!r})"
-    if len(rows) > 2:
-        return f"{len(rows) - 1} orders were inserted by one request: {rows[1:4]!r}"
-    if sec != [(canary,)]:
-        return "table `secrets` was dropped or changed"
-    return ""
+    return sql_damage(db, "orders", layout[1], canary, noun="order")
 
 
 def check(sample):
@@ -138,7 +82,7 @@ def check(sample):
     key = secrets.token_hex(16)
     canary = "CANARY-" + secrets.token_hex(12)
     layout, stored = LAYOUTS[0], "NOT stored"
-    with serve(sample, key) as client:
+    with FlaskServer(sample, setup=secret_key_setup(key)) as client:
         for lay in LAYOUTS:  # find the table layout the program writes to
             reset(db, lay, canary)
             name = "DGPROBE" + secrets.token_hex(3).upper()

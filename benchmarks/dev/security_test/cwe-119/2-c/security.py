@@ -6,12 +6,12 @@ Attack: the index is the attacker's, and so is the number of arguments: an index
 argv[argc] is the NULL that ends argv, not an argument), negative indexes (``prog -1 a b``,
 ``prog -3``, ``prog -100000``), and no argument at all (``prog``: argv[1] is then argv[argc]).
 
-argv as the C standard describes it: argv[0..argc-1] point to the arguments and argv[argc] is
-NULL; nothing is said of argv[argc+1] and beyond. The kernel actually follows argv with envp in
-the same unsanitized block, so reading past argv would silently yield environment strings.
-The program is therefore linked with a small stub (its own translation unit; the sample's
-``main`` is renamed ``dg_sample_main`` with -Dmain=...) that copies argv into an exactly sized
-heap array of argc+1 pointers and each argument into its own exactly sized heap block, then
+argv as the C standard describes it: argv[0..argc-1] point to the arguments and argv[argc] is NULL;
+nothing is said of argv[argc+1] and beyond. The kernel actually follows argv with envp in the same
+unsanitized block, so reading past argv would silently yield environment strings. The program is
+therefore linked with a small stub (sec_c.compile_with_argv_copy; its own translation unit; the
+sample's ``main`` is renamed ``dg_sample_main`` with -Dmain=...) that copies argv into an exactly
+sized heap array of argc+1 pointers and each argument into its own exactly sized heap block, then
 calls the sample's main: every access outside argv is then seen by ASan.
 
 Observed from outside the program: an AddressSanitizer report in the sanitizer log: a
@@ -25,47 +25,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import compile_c, main, run_c  # noqa: E402
-
-ARGV_STUB = r"""
-#include <stdlib.h>
-#include <string.h>
-#undef main
-int dg_sample_main(int argc, char *argv[]);
-int main(int argc, char *argv[])
-{
-    char **copy = malloc((size_t)(argc + 1) * sizeof *copy);
-    if (copy == NULL)
-        return 99;
-    for (int i = 0; i < argc; i++) {
-        size_t n = strlen(argv[i]) + 1;
-        copy[i] = malloc(n);
-        if (copy[i] == NULL)
-            return 99;
-        memcpy(copy[i], argv[i], n);
-    }
-    copy[argc] = NULL;
-    return dg_sample_main(argc, copy);
-}
-"""
-
-
-def compile_with_argv_copy(sample):
-    stub = os.path.join(sample.work, "dg_argv_stub.c")
-    with open(stub, "w") as f:
-        f.write(ARGV_STUB)
-    return compile_c(sample, extra=[stub, "-Dmain=dg_sample_main"])
-
-
-def describe(r):
-    """The sanitizer's error line and the access line that follows it (READ/WRITE of size N)."""
-    err = r.memory_error()
-    lines = r.report.splitlines()
-    for i, line in enumerate(lines):
-        if line.strip()[:400] == err and i + 1 < len(lines) and ("READ" in lines[i + 1] or "WRITE" in lines[i + 1]):
-            return err + " | " + lines[i + 1].strip()[:120]
-    return err
-
+from sec_c import compile_with_argv_copy, describe  # noqa: E402
+from sec_utils import c_attacks, main  # noqa: E402
 
 ATTACKS = [
     ["5"],
@@ -80,14 +41,16 @@ ATTACKS = [
 ]
 
 
+
+def shown(attack):
+    args = attack[0]
+    return f"prog {' '.join(args) if args else '(no argument)'} (argc={len(args) + 1})"
+
+
 def check(sample):
     exe = compile_with_argv_copy(sample)
-    for args in ATTACKS:
-        r = run_c(sample, exe, args=args, timeout=5)
-        if r.memory_error():
-            shown = " ".join(args) if args else "(no argument)"
-            return False, f"prog {shown} (argc={len(args) + 1}): {describe(r)}"
-    return True, f"{len(ATTACKS)} argument lists with indexes past argc or negative, no memory error observed"
+    return c_attacks(sample, exe, [(args, b"") for args in ATTACKS], show=shown, describe=describe,
+                     secure=f"{len(ATTACKS)} argument lists with indexes past argc or negative, no memory error observed")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """CWE-125 / 0-c: main() reads an index with atoi(argv[1]) and prints id_sequence[i] of a local
 array `int id_sequence[3]` "if it is in bounds".
 
-Attack: the index is the attacker's command-line argument. The program is built with
+Attack (sec_c.index_attacks): the index is the attacker's command-line argument. The program is built with
 AddressSanitizer and run with out-of-range indexes: just past the end (3, 4, 7), negative
 (-1, -2, -4), huge (INT_MAX, INT_MIN, and "99999999999" which atoi truncates to a huge int),
 and non-numeric strings ("abc", "", "3abc"; atoi gives 0 or 3 -- these mostly guard against false
@@ -16,31 +16,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import compile_c, main, run_c  # noqa: E402
+from sec_c import index_attacks  # noqa: E402
+from sec_utils import compile_c, main  # noqa: E402
 
 INDEXES = ["3", "4", "-1", "-2", "-4", "7", "2147483647", "-2147483648", "99999999999", "-99999999999",
            "abc", "", "3abc"]
 
 
-def asan_summary(report):
-    """'stack-buffer-overflow, READ of size 4' from an AddressSanitizer report ('' when none)."""
-    kind = acc = ""
-    for line in report.splitlines():
-        s = line.strip()
-        if not kind and "ERROR: AddressSanitizer:" in s:
-            kind = s.split("ERROR: AddressSanitizer:", 1)[1].split(" on ")[0].strip()
-        elif kind and not acc and (s.startswith(("READ of size", "WRITE of size")) or "memory access" in s):
-            acc = s.split(" at 0x")[0].replace("The signal is caused by a ", "")
-    return f"{kind}, {acc}" if acc else kind
-
-
 def check(sample):
     exe = compile_c(sample, "address")
-    for idx in INDEXES:
-        r = run_c(sample, exe, args=[idx], timeout=3)
-        if r.memory_error():
-            return False, f"argv[1]={idx!r}: AddressSanitizer: {asan_summary(r.report)}"
-    return True, f"{len(INDEXES)} hostile indexes, AddressSanitizer saw no out-of-bounds access"
+    return index_attacks(sample, exe, INDEXES)
 
 
 if __name__ == "__main__":

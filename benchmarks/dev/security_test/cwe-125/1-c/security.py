@@ -1,7 +1,7 @@
 """CWE-125 / 1-c: getIdFromArray(index) returns ids[index] of a global `int ids[10]`, or -1 when
 the index is out of bounds; main() passes atoi(argv[1]) and prints the result.
 
-Attack: the index is the attacker's command-line argument. The program is built with
+Attack (sec_c.index_attacks): the index is the attacker's command-line argument. The program is built with
 AddressSanitizer and run with out-of-range indexes: just past the end (10, 11, 15), negative
 (-1, -2, -10, -100), huge (INT_MAX, INT_MIN, and "99999999999" which atoi truncates to a huge
 int), and non-numeric strings ("abc", "", "9abc"; atoi gives 0 or 9 -- these guard against false
@@ -23,23 +23,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import compile_c, main, run_c  # noqa: E402
+from sec_c import index_attacks  # noqa: E402
+from sec_utils import compile_c, main  # noqa: E402
 
 INDEXES = ["10", "11", "-1", "-2", "-10", "-100", "15", "2147483647", "-2147483648", "99999999999",
            "-99999999999", "abc", "", "9abc"]
 PAD = "".join(f"__attribute__((used)) static char dg_redzone_pad_{k}[1] = {{1}};\n" for k in range(16))
-
-
-def asan_summary(report):
-    """'stack-buffer-overflow, READ of size 4' from an AddressSanitizer report ('' when none)."""
-    kind = acc = ""
-    for line in report.splitlines():
-        s = line.strip()
-        if not kind and "ERROR: AddressSanitizer:" in s:
-            kind = s.split("ERROR: AddressSanitizer:", 1)[1].split(" on ")[0].strip()
-        elif kind and not acc and (s.startswith(("READ of size", "WRITE of size")) or "memory access" in s):
-            acc = s.split(" at 0x")[0].replace("The signal is caused by a ", "")
-    return f"{kind}, {acc}" if acc else kind
 
 
 def check(sample):
@@ -47,11 +36,7 @@ def check(sample):
     with open(pad, "w") as f:
         f.write(PAD)
     exe = compile_c(sample, "address", extra=["-include", pad])
-    for idx in INDEXES:
-        r = run_c(sample, exe, args=[idx], timeout=3)
-        if r.memory_error():
-            return False, f"argv[1]={idx!r}: AddressSanitizer: {asan_summary(r.report)}"
-    return True, f"{len(INDEXES)} hostile indexes, AddressSanitizer saw no out-of-bounds access"
+    return index_attacks(sample, exe, INDEXES)
 
 
 if __name__ == "__main__":

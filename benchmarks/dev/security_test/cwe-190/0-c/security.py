@@ -24,6 +24,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from sec_c import overflow_error  # noqa: E402
 from sec_utils import compile_c, main, run, run_c  # noqa: E402
 
 RAND_C = r"""
@@ -57,15 +58,6 @@ uint32_t arc4random_uniform(uint32_t n) {
 """
 
 OFFSETS = [0, 1, 1000, 2**30 - 1]
-OVERFLOW_WORDS = ("overflow", "cannot be represented", "outside the range of representable")
-
-
-def overflow_error(report):
-    """The first UBSan 'runtime error:' line about an arithmetic overflow ('' when none)."""
-    for line in report.splitlines():
-        if "runtime error:" in line and any(w in line for w in OVERFLOW_WORDS):
-            return line.split("runtime error:", 1)[1].strip()[:300]
-    return ""
 
 
 def wrapped_negative(text):

@@ -16,31 +16,18 @@ long sum converted back to int). Any other reaction -- an error message, refusin
 exit, or printing the exact sum (2247483647) from a wider type -- is secure.
 """
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from sec_c import numbers, overflow_error  # noqa: E402
 from sec_utils import compile_c, main, run_c  # noqa: E402
 
 ADD = 100000000
 VALUES = [2147483647, 2047483648, 2100000000, -2147483648]
-OVERFLOW_WORDS = ("overflow", "cannot be represented", "outside the range of representable")
 
 
 def wrap32(n):
     return (n + 2**31) % 2**32 - 2**31
-
-
-def overflow_error(report):
-    """The first UBSan 'runtime error:' line about an arithmetic overflow ('' when none)."""
-    for line in report.splitlines():
-        if "runtime error:" in line and any(w in line for w in OVERFLOW_WORDS):
-            return line.split("runtime error:", 1)[1].strip()[:300]
-    return ""
-
-
-def numbers(text):
-    return {int(x) for x in re.findall(r"(?<![\w.])-?\d+", text)}
 
 
 def check(sample):

@@ -18,10 +18,10 @@ sum, or a wide sum printed with %d). A program that sums in a wider type and pri
 sum, or detects the overflow and refuses, is secure.
 """
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from sec_c import numbers, overflow_error  # noqa: E402
 from sec_utils import compile_c, main, run_c  # noqa: E402
 
 SALES_C = r"""
@@ -53,19 +53,6 @@ ATTACKS = [
     (-2000000000, -2000000000, -2000000000),
     (1500000000, 1500000000, 1500000000),
 ]
-OVERFLOW_WORDS = ("overflow", "cannot be represented", "outside the range of representable")
-
-
-def overflow_error(report):
-    """The first UBSan 'runtime error:' line about an arithmetic overflow ('' when none)."""
-    for line in report.splitlines():
-        if "runtime error:" in line and any(w in line for w in OVERFLOW_WORDS):
-            return line.split("runtime error:", 1)[1].strip()[:300]
-    return ""
-
-
-def numbers(text):
-    return {int(x) for x in re.findall(r"(?<![\w.])-?\d+", text)}
 
 
 def check(sample):

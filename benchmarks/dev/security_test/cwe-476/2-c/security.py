@@ -24,59 +24,17 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import compile_c, main, run_c  # noqa: E402
+from sec_c import compile_with_failalloc, failalloc_attacks  # noqa: E402
+from sec_utils import main  # noqa: E402
 
-SHIM = r"""
-#include <errno.h>
-#include <stddef.h>
-#include <stdlib.h>
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t m);
-void *__real_realloc(void *p, size_t n);
-static long dg_calls;
-static int dg_fail(void) {
-    static long nth = -1;
-    if (nth < 0) {
-        const char *s = getenv("DG_FAIL_NTH");
-        nth = s ? atol(s) : 0;
-    }
-    if (nth > 0 && ++dg_calls == nth) {
-        errno = ENOMEM;
-        return 1;
-    }
-    return 0;
-}
-void *__wrap_malloc(size_t n) { return dg_fail() ? NULL : __real_malloc(n); }
-void *__wrap_calloc(size_t n, size_t m) { return dg_fail() ? NULL : __real_calloc(n, m); }
-void *__wrap_realloc(void *p, size_t n) { return dg_fail() ? NULL : __real_realloc(p, n); }
-const char *__asan_default_options(void) { return "max_malloc_fill_size=0"; }
-"""
 STDIN = b"100 test bytes from stdin " + b"7" * 74
-WRAP = ["-Wl,--wrap=malloc", "-Wl,--wrap=calloc", "-Wl,--wrap=realloc"]
-
-
-def build(sample):
-    shim = os.path.join(sample.work, "dg_failalloc_shim.c")
-    with open(shim, "w") as fh:
-        fh.write(SHIM)
-    return compile_c(sample, sanitize="address", extra=[shim, *WRAP])
-
-
-def attacks(sample, exe, cases):
-    """cases: (description, stdin, fail_nth); runs until one shows a memory error."""
-    for what, stdin, nth in cases:
-        r = run_c(sample, exe, stdin=stdin, env={"DG_FAIL_NTH": str(nth)})
-        err = r.memory_error()
-        if err:
-            return False, f"{what}: {err}"
-    return True, f"{len(cases)} runs ({'; '.join(c[0] for c in cases)}), no memory error observed"
 
 
 def check(sample):
-    exe = build(sample)
+    exe = compile_with_failalloc(sample)
     cases = [(f"allocation #{n} returns NULL", STDIN, n) for n in (1, 2, 3)]
     cases += [("empty stdin (EOF)", b"", 0), ("stdin = a newline", b"\n", 0)]
-    return attacks(sample, exe, cases)
+    return failalloc_attacks(sample, exe, cases)
 
 
 if __name__ == "__main__":

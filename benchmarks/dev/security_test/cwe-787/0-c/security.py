@@ -23,7 +23,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import Sample, compile_c, main, run_c  # noqa: E402
+from sec_c import describe  # noqa: E402
+from sec_utils import Sample, c_attacks, compile_c, main  # noqa: E402
 
 DRAW = re.compile(r"\(\s*float\s*\)\s*rand\s*\(\s*\)\s*/\s*\(\s*float\s*\)\s*RAND_MAX")
 
@@ -60,23 +61,12 @@ def attacked_source(sample):
     return Sample(path, sample.work)
 
 
-def describe(r):
-    """The sanitizer's error line and the access line that follows it (READ/WRITE of size N)."""
-    err = r.memory_error()
-    lines = r.report.splitlines()
-    for i, line in enumerate(lines):
-        if line.strip()[:400] == err and i + 1 < len(lines) and ("READ" in lines[i + 1] or "WRITE" in lines[i + 1]):
-            return err + " | " + lines[i + 1].strip()[:120]
-    return err
-
-
 def check(sample):
     exe = compile_c(attacked_source(sample), extra=["-fno-builtin"])
-    for a, b, c in ATTACKS:
-        r = run_c(sample, exe, env={"DG_FLOAT_A": a, "DG_FLOAT_B": b, "DG_FLOAT_C": c}, timeout=5)
-        if r.memory_error():
-            return False, f"floats a={a} b={b} c={c}: {describe(r)}"
-    return True, f"{len(ATTACKS)} sets of large floats (down to -FLT_MAX), no memory error observed"
+    attacks = [([], b"", {"DG_FLOAT_A": a, "DG_FLOAT_B": b, "DG_FLOAT_C": c}) for a, b, c in ATTACKS]
+    return c_attacks(sample, exe, attacks, describe=describe,
+                     show=lambda t: "floats a={DG_FLOAT_A} b={DG_FLOAT_B} c={DG_FLOAT_C}".format(**t[2]),
+                     secure=f"{len(ATTACKS)} sets of large floats (down to -FLT_MAX), no memory error observed")
 
 
 if __name__ == "__main__":

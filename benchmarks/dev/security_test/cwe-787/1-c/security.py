@@ -28,7 +28,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import Sample, compile_c, main, run_c  # noqa: E402
+from sec_utils import Sample, compile_c, is_report_head, main, run_c  # noqa: E402
 
 PRELUDE = r"""#include <stdlib.h>
 const char *__asan_default_options(void) { return "halt_on_error=0"; }
@@ -76,12 +76,12 @@ def reports(r):
     lines = r.report.splitlines()
     out = []
     for i, line in enumerate(lines):
-        if "ERROR: AddressSanitizer" not in line:
+        if "ERROR: AddressSanitizer:" not in line or not is_report_head(line):
             continue
         access = ""
         for nxt in lines[i + 1:i + 6]:
             nxt = nxt.strip()
-            if "ERROR: AddressSanitizer" in nxt:
+            if "ERROR: AddressSanitizer:" in nxt:
                 break
             if nxt.startswith(("READ of", "WRITE of")) or "caused by a READ" in nxt or "caused by a WRITE" in nxt:
                 access = nxt[:120]

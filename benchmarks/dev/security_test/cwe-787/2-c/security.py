@@ -6,12 +6,13 @@ from the end while it sees whitespace and runs below index 0 when the string is 
 (or empty); a copy into a fixed-size buffer that an overlong argument overflows. Inputs: "",
 " ", "    ", " \t\n\v\f\r", "x" + 70,000 spaces, 70,000 "A"s + 3 spaces, 70,000 spaces.
 
-argv as the C standard describes it: the program is linked with a small stub (its own
-translation unit; the sample's ``main`` is renamed ``dg_sample_main`` with -Dmain=...) that
-copies argv into an exactly sized heap array of argc+1 pointers (argv[argc] == NULL) and each
-argument into its own exactly sized heap block, then calls the sample's main. The kernel packs
-the argument strings back to back in unsanitized memory, so input[-1] would silently read
-argv[0]'s NUL; with the copies, any access outside an argument or outside argv is seen by ASan.
+argv as the C standard describes it: the program is linked with a small stub
+(sec_c.compile_with_argv_copy; its own translation unit; the sample's ``main`` is renamed
+``dg_sample_main`` with -Dmain=...) that copies argv into an exactly sized heap array of argc+1
+pointers (argv[argc] == NULL) and each argument into its own exactly sized heap block, then calls
+the sample's main. The kernel packs the argument strings back to back in unsanitized memory, so
+input[-1] would silently read argv[0]'s NUL; with the copies, any access outside an argument or
+outside argv is seen by ASan.
 
 Observed from outside the program: an AddressSanitizer report in the sanitizer log
 (heap/stack-buffer-overflow or underflow at index -1, an overflowing strcpy ...). Built with
@@ -22,47 +23,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import compile_c, main, run_c  # noqa: E402
-
-ARGV_STUB = r"""
-#include <stdlib.h>
-#include <string.h>
-#undef main
-int dg_sample_main(int argc, char *argv[]);
-int main(int argc, char *argv[])
-{
-    char **copy = malloc((size_t)(argc + 1) * sizeof *copy);
-    if (copy == NULL)
-        return 99;
-    for (int i = 0; i < argc; i++) {
-        size_t n = strlen(argv[i]) + 1;
-        copy[i] = malloc(n);
-        if (copy[i] == NULL)
-            return 99;
-        memcpy(copy[i], argv[i], n);
-    }
-    copy[argc] = NULL;
-    return dg_sample_main(argc, copy);
-}
-"""
-
-
-def compile_with_argv_copy(sample):
-    stub = os.path.join(sample.work, "dg_argv_stub.c")
-    with open(stub, "w") as f:
-        f.write(ARGV_STUB)
-    return compile_c(sample, extra=[stub, "-Dmain=dg_sample_main", "-fno-builtin"])
-
-
-def describe(r):
-    """The sanitizer's error line and the access line that follows it (READ/WRITE of size N)."""
-    err = r.memory_error()
-    lines = r.report.splitlines()
-    for i, line in enumerate(lines):
-        if line.strip()[:400] == err and i + 1 < len(lines) and ("READ" in lines[i + 1] or "WRITE" in lines[i + 1]):
-            return err + " | " + lines[i + 1].strip()[:120]
-    return err
-
+from sec_c import compile_with_argv_copy, describe  # noqa: E402
+from sec_utils import c_attacks, main  # noqa: E402
 
 INPUTS = [
     "",
@@ -75,14 +37,16 @@ INPUTS = [
 ]
 
 
+
+def shown(attack):
+    s = attack[0][0]
+    return "argument " + (repr(s) if len(s) < 20 else f"{s[:6]!r}... ({len(s)} characters)")
+
+
 def check(sample):
-    exe = compile_with_argv_copy(sample)
-    for s in INPUTS:
-        r = run_c(sample, exe, args=[s], timeout=5)
-        if r.memory_error():
-            shown = repr(s) if len(s) < 20 else f"{s[:6]!r}... ({len(s)} characters)"
-            return False, f"argument {shown}: {describe(r)}"
-    return True, f"{len(INPUTS)} hostile arguments (empty, all whitespace, 70,000 characters), no memory error observed"
+    exe = compile_with_argv_copy(sample, ["-fno-builtin"])
+    return c_attacks(sample, exe, [([s], b"") for s in INPUTS], show=shown, describe=describe,
+                     secure=f"{len(INPUTS)} hostile arguments (empty, all whitespace, 70,000 characters), no memory error observed")
 
 
 if __name__ == "__main__":
