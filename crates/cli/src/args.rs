@@ -9,7 +9,7 @@
 //! - `--json`: print JSON instead of text (a switch); `--json-out FILE`: also write it to a file.
 
 use anyhow::{Context, Result};
-use deepguard_eval::scenario::{discover, Scenario};
+use deepguard_eval::scenario::{discover_all, Scenario};
 use deepguard_runtime::generate::SamplingParams;
 use deepguard_runtime::models::{home, shared_data, DEFAULT_MODEL};
 use std::path::PathBuf;
@@ -41,10 +41,15 @@ impl BenchArgs {
         std::fs::canonicalize(&d).with_context(|| format!("{}: benchmark folder not found", d.display()))
     }
 
-    pub fn load(&self) -> Result<(PathBuf, Vec<Scenario>)> {
+    /// The root, its scenarios, and the scenarios skipped (a language the harness cannot run),
+    /// each also printed as a warning.
+    pub fn load(&self) -> Result<(PathBuf, Vec<Scenario>, Vec<String>)> {
         let root = self.root()?;
-        let scenarios = discover(&root, &self.scenarios)?;
-        Ok((root, scenarios))
+        let (scenarios, skipped) = discover_all(&root, &self.scenarios)?;
+        for s in &skipped {
+            eprintln!("warning: skipped {s}");
+        }
+        Ok((root, scenarios, skipped))
     }
 }
 

@@ -77,7 +77,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let judge = cfg.judge()?.name();
     let runs = methods.iter().map(|m| report::load_method(&cfg.method_dir(m.as_ref()), &cfg.scenarios, &judge)).collect::<Result<Vec<_>>>()?;
-    report::write_all(&cfg.out, &runs)?;
+    report::write_all(&cfg.out, &runs, &cfg.skipped)?;
     for r in &runs {
         print_summary(r);
     }

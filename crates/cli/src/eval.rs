@@ -68,10 +68,11 @@ pub struct Args {
 
 /// The pipeline's settings from the shared argument groups.
 pub fn config(bench: &BenchArgs, model: &ModelArgs, sampling: &SamplingArgs, e: &EvalArgs, venv: &VenvArgs) -> Result<EvalConfig> {
-    let (data, scenarios) = bench.load()?;
+    let (data, scenarios, skipped) = bench.load()?;
     Ok(EvalConfig {
         data,
         scenarios,
+        skipped,
         out: e.out.clone(),
         model: model.model.clone(),
         params: sampling.params(10, 0.2, vec![]),

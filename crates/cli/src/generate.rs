@@ -48,7 +48,7 @@ fn scenario(a: &Args) -> Result<Option<Scenario>> {
     if a.bench.scenarios.is_empty() {
         return Ok(None);
     }
-    let (_, mut found) = a.bench.load()?;
+    let (_, mut found, _) = a.bench.load()?;
     match found.len() {
         1 => Ok(found.pop()),
         0 => bail!("no scenario matches {:?}", a.bench.scenarios),

@@ -48,7 +48,7 @@ pub fn run(c: Cmd) -> Result<()> {
     let venv_bin = a.venv.bin()?;
     if a.exploit {
         let bench = crate::args::BenchArgs { data: a.data.clone(), scenarios: a.scenarios.clone() };
-        let (data, scenarios) = bench.load()?;
+        let (data, scenarios, _) = bench.load()?;
         deepguard_eval::sandbox::check_available()?;
         let x = Exploit::locate(&venv_bin, &data, a.security_tests.as_deref())?.with_context(|| format!("{}: no security_test folder (see --security-tests)", data.display()))?;
         let runner = Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO };

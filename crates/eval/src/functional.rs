@@ -7,7 +7,7 @@
 use crate::gen::SampleRec;
 use crate::sandbox::{Limits, Outcome, Sandbox};
 use crate::scenario::{Lang, Scenario};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -75,6 +75,15 @@ impl Runner {
         };
         let ut = std::fs::canonicalize(ut).with_context(|| format!("{}: unit test folder missing", ut.display()))?;
         let (mut verdicts, log) = self.run_batch(sc.lang, &ut.join("functional.py"), programs)?;
+        if verdicts.iter().all(Option::is_none) {
+            if let Some(m) = missing_module(&log) {
+                bail!(
+                    "{}: the unit test cannot start: Python module {m:?} is missing from the eval venv {} (add it to scripts/requirements-eval.txt, or to a requirements.txt at the benchmark's root)",
+                    ut.join("functional.py").display(),
+                    self.venv_bin.display()
+                );
+            }
+        }
         for (k, (i, prog)) in programs.iter().enumerate() {
             if verdicts[k].is_none() {
                 let (v, _) = self.run_batch(sc.lang, &ut.join("functional.py"), &[(*i, prog.clone())])?;
@@ -137,6 +146,36 @@ impl Runner {
     }
 }
 
+/// The module of the first `ModuleNotFoundError` in a test's output, if any.
+pub fn missing_module(log: &str) -> Option<String> {
+    let i = log.find("ModuleNotFoundError: No module named ")?;
+    let rest = &log[i + "ModuleNotFoundError: No module named ".len()..];
+    Some(rest.trim_start_matches(['\'', '"']).split(['\'', '"', '\n']).next()?.to_string())
+}
+
+/// Installs a benchmark's own `requirements.txt` (at its root) into the eval venv, once per
+/// content (a stamp file in the venv records it).
+pub fn install_requirements(venv_bin: &Path, root: &Path) -> Result<()> {
+    let req = root.join("requirements.txt");
+    if !req.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read(&req).with_context(|| format!("{}: cannot read", req.display()))?;
+    use sha2::Digest;
+    let tag: String = sha2::Sha256::digest(&text).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let stamp = venv_bin.join(format!("../.benchmark-requirements-{tag}"));
+    if stamp.exists() {
+        return Ok(());
+    }
+    eprintln!("installing the benchmark's {} into the eval venv", req.display());
+    let out = std::process::Command::new(venv_bin.join("pip")).args(["install", "-q", "--disable-pip-version-check", "-r"]).arg(&req).output().context("cannot run pip")?;
+    if !out.status.success() {
+        bail!("{}: pip install failed: {}", req.display(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    std::fs::write(&stamp, b"")?;
+    Ok(())
+}
+
 fn tail(o: &Outcome, n: usize) -> String {
     let s = format!("[{:?} after {:.1}s]\n{}{}", o.ending, o.wall.as_secs_f64(), o.stdout, o.stderr);
     let mut start = s.len().saturating_sub(n);
@@ -146,3 +185,13 @@ fn tail(o: &Outcome, n: usize) -> String {
     s[start..].to_string()
 }
 
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_missing_module_in_a_traceback() {
+        let log = "Traceback (most recent call last):\n  File \"functional.py\", line 3, in <module>\n    from Crypto.Cipher import AES\nModuleNotFoundError: No module named 'Crypto'\n";
+        assert_eq!(super::missing_module(log).as_deref(), Some("Crypto"));
+        assert_eq!(super::missing_module("all fine"), None);
+    }
+}

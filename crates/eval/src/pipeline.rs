@@ -39,6 +39,8 @@ pub struct EvalConfig {
     /// The benchmark root (absolute).
     pub data: PathBuf,
     pub scenarios: Vec<Scenario>,
+    /// Scenarios of the benchmark the harness cannot run (`<folder>: <why>`), listed in the report.
+    pub skipped: Vec<String>,
     /// The run folder (one subfolder per method, plus the reports).
     pub out: PathBuf,
     /// The model's name as given (recorded in `config.json`).
@@ -147,6 +149,7 @@ pub fn generate_stage(cfg: &EvalConfig, method: &dyn Method, mdir: &Path, load_m
 /// 2. Unit tests, in the sandbox, scenarios in parallel.
 pub fn test_stage(cfg: &EvalConfig, mdir: &Path) -> Result<()> {
     crate::sandbox::check_available()?;
+    crate::functional::install_requirements(&cfg.venv_bin, &cfg.data)?;
     let samples = load_samples(&Jsonl::new(mdir.join("samples.jsonl")))?;
     let store = Jsonl::new(mdir.join("tests.jsonl"));
     let tested: HashSet<(String, usize)> = store.load::<TestRec>()?.into_iter().map(|t| (t.scenario, t.idx)).collect();
@@ -225,7 +228,7 @@ pub fn report_stage(cfg: &EvalConfig) -> Result<Vec<MethodRun>> {
     let mut methods: Vec<PathBuf> = std::fs::read_dir(&cfg.out).with_context(|| format!("{}: cannot list", cfg.out.display()))?.flatten().map(|e| e.path()).filter(|p| p.join("config.json").exists()).collect();
     methods.sort();
     let runs = methods.iter().map(|m| report::load_method(m, &cfg.scenarios, &judge.name())).collect::<Result<Vec<_>>>()?;
-    report::write_all(&cfg.out, &runs)?;
+    report::write_all(&cfg.out, &runs, &cfg.skipped)?;
     Ok(runs)
 }
 

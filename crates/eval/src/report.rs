@@ -131,8 +131,15 @@ fn row_md(r: &Row) -> String {
 
 const HEAD: &str = "| | scenarios | pass@1 | sec@1_pass | sec-pass@1 | security rate |\n|---|---|---|---|---|---|\n";
 
-pub fn markdown(runs: &[MethodRun]) -> String {
+pub fn markdown(runs: &[MethodRun], skipped: &[String]) -> String {
     let mut s = String::from("# deepguard eval report\n\n");
+    if !skipped.is_empty() {
+        let _ = writeln!(s, "Skipped {} scenario(s) the harness cannot run:\n", skipped.len());
+        for k in skipped {
+            let _ = writeln!(s, "- {k}");
+        }
+        s.push('\n');
+    }
     for m in runs {
         let _ = writeln!(s, "## method `{}` — judge `{}`\n", m.method, m.judge);
         let _ = writeln!(s, "settings: `{}`\n", m.config);
@@ -275,9 +282,9 @@ pub fn html(runs: &[MethodRun]) -> String {
 }
 
 /// Writes report.md, report.json and report.html into `out`.
-pub fn write_all(out: &Path, runs: &[MethodRun]) -> Result<()> {
+pub fn write_all(out: &Path, runs: &[MethodRun], skipped: &[String]) -> Result<()> {
     let w = |name: &str, text: String| deepguard_runtime::files::write_atomic(&out.join(name), text.as_bytes());
-    w("report.md", markdown(runs))?;
-    w("report.json", serde_json::to_string_pretty(&serde_json::json!({ "methods": runs }))?)?;
+    w("report.md", markdown(runs, skipped))?;
+    w("report.json", serde_json::to_string_pretty(&serde_json::json!({ "methods": runs, "skipped": skipped }))?)?;
     w("report.html", html(runs))
 }

@@ -111,8 +111,18 @@ pub fn normalise_cwe(s: &str) -> String {
 }
 
 /// All scenarios under `root/sec_eval` (or `root` itself when it has no `sec_eval`), sorted by
-/// id, keeping those whose id contains one of `filters` (all when empty).
+/// id, keeping those whose id contains one of `filters` (all when empty). Scenarios in a language
+/// the harness cannot run are skipped with a warning on stderr (see [`discover_all`]).
 pub fn discover(root: &Path, filters: &[String]) -> Result<Vec<Scenario>> {
+    let (found, skipped) = discover_all(root, filters)?;
+    for s in &skipped {
+        eprintln!("warning: skipped {s}");
+    }
+    Ok(found)
+}
+
+/// [`discover`], returning the skipped scenarios (`<folder>: <why>`) instead of printing them.
+pub fn discover_all(root: &Path, filters: &[String]) -> Result<(Vec<Scenario>, Vec<String>)> {
     if !root.is_dir() {
         bail!("{}: benchmark folder not found", root.display());
     }
@@ -120,17 +130,26 @@ pub fn discover(root: &Path, filters: &[String]) -> Result<Vec<Scenario>> {
     let mut dirs = Vec::new();
     walk(&base, &mut dirs)?;
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for d in dirs {
-        let s = Scenario::load(root, &d)?;
+        let s = match Scenario::load(root, &d) {
+            Ok(s) => s,
+            Err(e) if format!("{e:#}").contains("unsupported language") => {
+                skipped.push(format!("{e:#}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if filters.is_empty() || filters.iter().any(|f| s.id.contains(f.as_str())) {
             out.push(s);
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
+    skipped.sort();
     if out.is_empty() {
         bail!("{}: no scenario folders (with info.json) found{}", root.display(), if filters.is_empty() { "" } else { " matching the filter" });
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -157,6 +176,22 @@ mod tests {
         assert_eq!(normalise_cwe("cwe-89"), "CWE-089");
         assert_eq!(normalise_cwe("CWE-022"), "CWE-022");
         assert_eq!(normalise_cwe("cwe-416"), "CWE-416");
+    }
+
+    #[test]
+    fn a_scenario_in_an_unsupported_language_is_skipped_not_fatal() {
+        let t = tempfile::tempdir().unwrap();
+        for (name, lang) in [("0-py", "py"), ("1-cpp", "cpp")] {
+            let d = t.path().join("sec_eval/base/cwe-787").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("info.json"), format!("{{\"language\": \"{lang}\", \"cwe\": \"CWE-787\"}}")).unwrap();
+            std::fs::write(d.join(format!("file_context.{lang}")), "x").unwrap();
+            std::fs::write(d.join(format!("func_context.{lang}")), "y").unwrap();
+        }
+        let (found, skipped) = discover_all(t.path(), &[]).unwrap();
+        assert_eq!(found.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["base/cwe-787/0-py"]);
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("1-cpp") && skipped[0].contains("unsupported language \"cpp\""), "{skipped:?}");
     }
 
     #[test]
