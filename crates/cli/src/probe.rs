@@ -75,8 +75,10 @@ pub struct Args {
     /// Poolings to probe (comma-separated): last, mean, changed.
     #[arg(long, default_value = "last,mean,changed")]
     pub pooling: String,
+    /// Cross-validation folds (both sides of a pair always in the same fold).
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
+    /// Random seed of the fold assignment.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// L2 strength (on standardised features; mean log-loss + l2/2 |w|^2).

@@ -24,10 +24,12 @@ pub struct BuildArgs {
     /// relative direction norm).
     #[arg(long)]
     pub probe: Option<PathBuf>,
+    /// With --probe: blocks whose probe accuracy is within this of the peak are candidates; the
+    /// one with the largest relative direction norm is chosen.
     #[arg(long, default_value_t = 0.03)]
     pub tol: f64,
     /// Representation the vectors are built from (last = last token of the window).
-    #[arg(long, default_value = "last")]
+    #[arg(long, default_value = "last", value_parser = ["last", "mean", "changed"])]
     pub pooling: String,
     /// L2 strength of the probes stored with the vectors (probe-then-steer).
     #[arg(long, default_value_t = 0.1)]
@@ -48,9 +50,11 @@ pub struct SweepArgs {
     /// Layers to try (comma-separated); default: every 4th block from 4, and the last.
     #[arg(long)]
     pub layers: Option<String>,
+    /// Steering strengths to try (comma list).
     #[arg(long, default_value = "1,2,4,8")]
     pub alphas: String,
-    #[arg(long, default_value = "last")]
+    /// Representation the vectors are built from (last = last token of the window).
+    #[arg(long, default_value = "last", value_parser = ["last", "mean", "changed"])]
     pub pooling: String,
     /// Use at most N validation pairs per CWE.
     #[arg(long)]

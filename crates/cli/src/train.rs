@@ -50,10 +50,13 @@ pub struct Args {
     /// Projections with adapters (default: q,v for Qwen, q,k,v,o for Llama).
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
+    /// LoRA rank r of the adapters.
     #[arg(long, default_value_t = 16)]
     pub rank: usize,
+    /// LoRA scaling alpha (the update is scaled by alpha / rank).
     #[arg(long, default_value_t = 32.0)]
     pub lora_alpha: f64,
+    /// Dropout on the adapters' input during training.
     #[arg(long, default_value_t = 0.1)]
     pub lora_dropout: f32,
     /// No adapters: train only the aggregator and the analyzer on the frozen model's features.
@@ -65,20 +68,25 @@ pub struct Args {
     /// Learning rate of the aggregator and analyzer (new, randomly initialised heads).
     #[arg(long, default_value_t = 1e-3)]
     pub head_lr: f64,
+    /// AdamW weight decay.
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f64,
     /// Pairs per micro-batch; a step uses batch x accum pairs.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Gradient accumulation: batches per optimizer step.
     #[arg(long, default_value_t = 2)]
     pub accum: usize,
+    /// Share of the optimizer steps spent warming the learning rate up (then linear decay).
     #[arg(long, default_value_t = 0.1)]
     pub warmup: f64,
     /// Gradient clipping (global L2 norm; 0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
+    /// Weight of the margin loss L_sec.
     #[arg(long, default_value_t = 0.5)]
     pub w_sec: f64,
+    /// Weight of the KL term L_kl (against the model without adapters).
     #[arg(long, default_value_t = 1.0)]
     pub w_kl: f64,
     /// Margin delta of L_sec.
@@ -87,6 +95,7 @@ pub struct Args {
     /// T_stats rule: `counts` (order-free, default) or `running` (the reference code's).
     #[arg(long, default_value = "counts", value_parser = ["counts", "running"])]
     pub prior: String,
+    /// Random seed (initialisation, data order, dropout); a resumed run continues the same sequence.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Keep at most N pairs per CWE (train and val).
@@ -98,6 +107,7 @@ pub struct Args {
     /// Feature cache folder (frozen-layer outputs).
     #[arg(long, default_value = ".cache/guard-features")]
     pub cache: PathBuf,
+    /// Keep the frozen-layer features in memory only (no cache on disk).
     #[arg(long)]
     pub no_cache: bool,
     /// Checkpoint every N optimizer steps (and at each epoch end).

@@ -47,7 +47,7 @@ fn completion_mode_streams_prompt_then_continuation() {
     let d = tempfile::tempdir().unwrap();
     let m = tiny(d.path());
     let o = run(&["generate", "-m", m.to_str().unwrap(), "-p", "import os\n", "--max-tokens", "5"]);
-    assert!(o.status.success());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.starts_with("import os\n") && out.len() > "import os\n".len(), "{out:?}");
 }
@@ -125,4 +125,63 @@ fn bad_inputs_exit_nonzero_with_one_clear_line() {
     // no prompt at all
     let o = run(&["generate", "-m", m.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.starts_with("error: give a prompt") && err.contains("--prompt") && err.contains("--scenario"), "{err}");
+    // an enum flag with a value outside its list names the allowed ones
+    let o = run(&["eval", "--until", "later"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.contains("invalid value 'later'") && err.contains("generate") && err.contains("report"), "{err}");
+}
+
+#[test]
+fn every_flag_of_every_command_has_help_text() {
+    let top = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    let cmds: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(cmds.len() >= 10, "{top}");
+    let mut missing = vec![];
+    for c in &cmds {
+        let sub = String::from_utf8(run(&[c, "--help"]).stdout).unwrap();
+        // Nested subcommands (steer, judge): check theirs too.
+        let nested: Vec<String> = sub.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| l.starts_with("  ")).filter_map(|l| l.split_whitespace().next().map(str::to_string)).filter(|x| x != "help").collect();
+        let pages: Vec<(String, String)> = if nested.is_empty() { vec![(c.clone(), sub)] } else { nested.iter().map(|n| (format!("{c} {n}"), String::from_utf8(run(&[c, n, "--help"]).stdout).unwrap())).collect() };
+        for (name, page) in pages {
+            // Long help: an option line ("  -m, --model <MODEL>"), its text inline or indented
+            // deeper below; "[default: ...]" and "[possible values: ...]" alone are no help.
+            let lines: Vec<&str> = page.lines().collect();
+            for (i, l) in lines.iter().enumerate() {
+                let rest = l.trim_start();
+                let ind = l.len() - rest.len();
+                if !rest.starts_with('-') || ind > 6 || rest.starts_with("-h,") || rest.starts_with("-V,") {
+                    continue;
+                }
+                let mut text: String = rest.split("  ").filter(|x| !x.trim().is_empty()).skip(1).collect::<Vec<_>>().join(" ");
+                for next in lines[i + 1..].iter().take_while(|n| n.len() - n.trim_start().len() > ind && !n.trim_start().starts_with('-')) {
+                    text.push(' ');
+                    text.push_str(next.trim());
+                }
+                let mut bare = String::new();
+                let mut depth = 0;
+                for ch in text.chars() {
+                    match ch {
+                        '[' => depth += 1,
+                        ']' => depth -= 1,
+                        c if depth == 0 => bare.push(c),
+                        _ => {}
+                    }
+                }
+                if bare.trim().is_empty() {
+                    missing.push(format!("{name}: {rest}"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "flags without help text:\n{}", missing.join("\n"));
 }

@@ -37,9 +37,14 @@ fn train_scan_and_guided_generation() {
     }
     // a second run into the same folder is refused; --resume of a finished run changes nothing
     assert!(err(&run(&train, d.path())).contains("--resume"));
+    let artefacts = ["adapter_model.safetensors", "guard.safetensors", "metrics.jsonl", "checkpoint.json"];
+    let before: Vec<Vec<u8>> = artefacts.iter().map(|f| std::fs::read(d.path().join("g").join(f)).unwrap()).collect();
     let mut resume = train.to_vec();
     resume.push("--resume");
     ok(&run(&resume, d.path()));
+    for (f, b) in artefacts.iter().zip(&before) {
+        assert_eq!(&std::fs::read(d.path().join("g").join(f)).unwrap(), b, "{f} changed when resuming a finished run");
+    }
 
     // scan: a file, with HTML
     std::fs::write(d.path().join("f.py"), "import os\ndef run(cmd):\n    os.system(cmd)\n").unwrap();
@@ -55,8 +60,10 @@ fn train_scan_and_guided_generation() {
     // guided generation next to the plain model
     let g = ok(&run(&["generate", "-m", m, "-p", "def read(path):\n", "--max-tokens", "6", "--guard", "g", "--guard-strength", "50", "--compare", "--json"], d.path()));
     let v: serde_json::Value = serde_json::from_str(&g).unwrap();
-    assert!(v["guided_over_plain_decode_speed"].as_f64().unwrap() > 0.0);
     assert_eq!(v["guided"]["samples"].as_array().unwrap().len(), 1);
+    // The guard's bias at strength 50 changes what the greedy decoder writes.
+    assert_eq!(v["samples_that_differ"], 1, "{g}");
+    assert_ne!(v["guided"]["samples"][0]["tokens"], v["plain"]["samples"][0]["tokens"]);
 
     // bad input: another model, a missing guard, an unknown aggregator mode
     let other = d.path().join("other.gguf");

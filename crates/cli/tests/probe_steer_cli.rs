@@ -49,7 +49,7 @@ fn probe_then_build_then_steered_generation() {
     let g = ok(&run(&["generate", "-m", m, "-p", "def get_user(db, name):\n    cur = db.cursor()\n", "--max-tokens", "8", "--steer", "vec:cwe-089", "--alpha", "20", "--compare", "--json"], d.path()));
     let v: serde_json::Value = serde_json::from_str(&g).unwrap();
     assert_eq!(v["samples_that_differ"], 1, "{g}");
-    assert!(v["guided_over_plain_decode_speed"].as_f64().unwrap() > 0.0);
+    assert_ne!(v["guided"]["samples"][0]["tokens"], v["plain"]["samples"][0]["tokens"]);
     let auto = run(&["generate", "-m", m, "-p", "def f(x):\n", "--max-tokens", "2", "--steer", "vec:auto"], d.path());
     assert!(ok(&auto).starts_with("def f(x):\n"));
     assert!(String::from_utf8_lossy(&auto.stderr).contains("probe-then-steer: nearest CWE"));

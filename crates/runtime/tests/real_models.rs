@@ -1,5 +1,5 @@
-//! Integration tests on the real models installed by `scripts/fetch_models.py`.
-//! Set DEEPGUARD_SKIP_MODEL_TESTS=1 to skip them on a machine without the models.
+//! Integration tests on the real models installed by `scripts/fetch_models.py`. A missing model
+//! fails the test with the command that installs it (never a silent pass).
 
 mod common;
 use candle_core::quantized::gguf_file;
@@ -12,19 +12,15 @@ use deepguard_runtime::kv_cache::KvCache;
 use deepguard_runtime::{models, Model};
 use candle_core::IndexOp;
 
-fn model_path(name: &str) -> Option<std::path::PathBuf> {
-    if std::env::var_os("DEEPGUARD_SKIP_MODEL_TESTS").is_some() {
-        eprintln!("skipped: DEEPGUARD_SKIP_MODEL_TESTS is set");
-        return None;
-    }
-    Some(models::resolve(name).unwrap_or_else(|e| panic!("{e:#}")))
+fn model_path(name: &str) -> std::path::PathBuf {
+    models::resolve(name).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 const CODE: &str = "import sqlite3\n\ndef get_user(db, name):\n    cur = db.cursor()\n";
 
 #[test]
 fn smollm2_matches_candle_transformers_and_kv_cache() {
-    let Some(path) = model_path("smollm2-135m") else { return };
+    let path = model_path("smollm2-135m");
     let m = Model::load(&path, &Device::Cpu).unwrap();
     let toks = m.tokenizer.encode(CODE).unwrap();
     let o = ForwardOpts { logits: LogitsSelect::All, keep: LayerSelect::All, ..ForwardOpts::inference() };
@@ -108,7 +104,7 @@ fn check_cache(m: &Model, toks: &[u32], all: &candle_core::Tensor, exact: bool) 
 
 #[test]
 fn qwen_matches_candle_transformers_and_writes_code() {
-    let Some(path) = model_path("qwen2.5-coder-0.5b") else { return };
+    let path = model_path("qwen2.5-coder-0.5b");
     let m = Model::load(&path, &Device::Cpu).unwrap();
     // tokenizer: special tokens have Qwen's ids; text round-trips
     assert_eq!(m.tokenizer.encode("<|im_start|>").unwrap(), vec![151644]);
