@@ -2,8 +2,8 @@
 //! scenarios, seeds and decoding settings), then paired differences against the first method
 //! with bootstrap intervals over scenarios (`deepguard_eval::compare`).
 
-use crate::args::{BenchArgs, JsonArgs, ModelArgs, SamplingArgs, VenvArgs};
-use crate::eval::{config, print_summary, EvalArgs};
+use crate::args::JsonArgs;
+use crate::eval::{config, print_summary, RunArgs};
 use anyhow::{bail, Context, Result};
 use deepguard_eval::compare::{compare, markdown, svg};
 use deepguard_eval::pipeline::{self, Stage};
@@ -26,15 +26,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub resamples: usize,
     #[command(flatten)]
-    pub bench: BenchArgs,
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
-    #[command(flatten)]
-    pub eval: EvalArgs,
-    #[command(flatten)]
-    pub venv: VenvArgs,
+    pub run: RunArgs,
     #[command(flatten)]
     pub json: JsonArgs,
 }
@@ -68,7 +60,9 @@ pub fn run(a: Args) -> Result<()> {
     if names.len() != methods.len() {
         bail!("two --method specs give the same method name ({names:?}); each method needs its own folder");
     }
-    let cfg = config(&a.bench, &a.model, &a.sampling, &EvalArgs { until: Stage::Judge, ..a.eval.clone() }, &a.venv)?;
+    let mut run = a.run.clone();
+    run.eval.until = Stage::Judge;
+    let cfg = config(&run)?;
     let p = &cfg.params;
     eprintln!("compare {} methods on {} scenarios from {} (n={}, T={}, top-p={}, seed {})", methods.len(), cfg.scenarios.len(), cfg.data.display(), p.n, p.temperature, p.top_p, p.seed);
     for m in &methods {

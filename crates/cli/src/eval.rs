@@ -50,8 +50,9 @@ pub struct EvalArgs {
     pub jobs: Option<usize>,
 }
 
-#[derive(clap::Args)]
-pub struct Args {
+/// Everything an evaluation run takes besides the method (shared by `eval` and `compare`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
     #[command(flatten)]
     pub bench: BenchArgs,
     #[command(flatten)]
@@ -61,13 +62,20 @@ pub struct Args {
     #[command(flatten)]
     pub eval: EvalArgs,
     #[command(flatten)]
-    pub guided: crate::guided::GuidanceArgs,
-    #[command(flatten)]
     pub venv: VenvArgs,
 }
 
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub guided: crate::guided::GuidanceArgs,
+}
+
 /// The pipeline's settings from the shared argument groups.
-pub fn config(bench: &BenchArgs, model: &ModelArgs, sampling: &SamplingArgs, e: &EvalArgs, venv: &VenvArgs) -> Result<EvalConfig> {
+pub fn config(r: &RunArgs) -> Result<EvalConfig> {
+    let RunArgs { bench, model, sampling, eval: e, venv } = r;
     let (data, scenarios, skipped) = bench.load()?;
     Ok(EvalConfig {
         data,
@@ -91,7 +99,7 @@ pub fn config(bench: &BenchArgs, model: &ModelArgs, sampling: &SamplingArgs, e: 
 
 pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
-    let cfg = config(&a.bench, &a.model, &a.sampling, &a.eval, &a.venv)?;
+    let cfg = config(&a.run)?;
     let method: Box<dyn Method> = if a.guided.is_base() { Box::new(Base) } else { Box::new(a.guided.method(false)?) };
     let p = &cfg.params;
     eprintln!("{} scenarios from {}, method {}, n={}, T={}, top-p={}", cfg.scenarios.len(), cfg.data.display(), method.name(), p.n, p.temperature, p.top_p);

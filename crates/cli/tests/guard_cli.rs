@@ -58,10 +58,11 @@ fn train_scan_and_guided_generation() {
     assert!(p.contains("| all | 83 |"), "{p}");
 
     // guided generation next to the plain model
-    let g = ok(&run(&["generate", "-m", m, "-p", "def read(path):\n", "--max-tokens", "6", "--guard", "g", "--guard-strength", "50", "--compare", "--json"], d.path()));
+    let g = ok(&run(&["generate", "-m", m, "-p", "def read(path):\n", "--max-tokens", "6", "--guard", "g", "--guard-strength", "50", "--bias-rule", "reference", "--compare", "--json"], d.path()));
     let v: serde_json::Value = serde_json::from_str(&g).unwrap();
     assert_eq!(v["guided"]["samples"].as_array().unwrap().len(), 1);
-    // The guard's bias at strength 50 changes what the greedy decoder writes.
+    // The guard's bias at strength 50 (the reference rule: T / max|T| / s_prompt) changes what
+    // the greedy decoder writes.
     assert_eq!(v["samples_that_differ"], 1, "{g}");
     assert_ne!(v["guided"]["samples"][0]["tokens"], v["plain"]["samples"][0]["tokens"]);
 
