@@ -29,6 +29,9 @@ pub struct MethodRun {
     pub exploit_table: Table,
     /// Per-sample agreement of the exploit and static verdicts, where both exist.
     pub agreement: Agreement,
+    /// Per backend (tool): samples it flags, and how many of those the security test flags too
+    /// (over samples with an exploit verdict).
+    pub per_backend: BTreeMap<String, (usize, usize)>,
     /// Scenario ids judged by static analysis only (no security test).
     pub static_only: Vec<String>,
     /// Scenarios complete (generated, tested, judged) / asked for.
@@ -70,6 +73,7 @@ pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<M
     let mut exploit_rows = Vec::new();
     let mut static_only = Vec::new();
     let mut agreement = Agreement::default();
+    let mut per_backend: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut detail = Vec::new();
     for sc in scenarios {
         let Some(ss) = samples.get(&sc.id) else { continue };
@@ -89,6 +93,14 @@ pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<M
         if full.iter().all(|(_, _, j)| j.exploit_secure().is_some()) {
             exploit_rows.push((sc.id.clone(), sc.cwe.clone(), outcomes(&|j| j.exploit_secure() == Some(true))));
             for (_, _, j) in &full {
+                let mut tools: Vec<&str> = j.findings.iter().filter(|f| f.counts && f.tool != "exploit").map(|f| f.tool.as_str()).collect();
+                tools.sort();
+                tools.dedup();
+                for t in tools {
+                    let e = per_backend.entry(t.to_string()).or_default();
+                    e.0 += 1;
+                    e.1 += (j.exploit_secure() == Some(false)) as usize;
+                }
                 match (j.exploit_secure() == Some(false), !j.static_secure()) {
                     (true, true) => agreement.both_flag += 1,
                     (true, false) => agreement.exploit_only += 1,
@@ -109,6 +121,7 @@ pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<M
         static_table: table(&static_rows),
         exploit_table: table(&exploit_rows),
         agreement,
+        per_backend,
         static_only,
         complete: rows.len(),
         total: scenarios.len(),
@@ -156,6 +169,13 @@ pub fn markdown(runs: &[MethodRun], skipped: &[String]) -> String {
         s += &by_judge_md(m);
         let g = &m.agreement;
         let _ = writeln!(s, "\nPer-sample agreement where both judged: both flag {}, only exploit {}, only static {}, neither {}.\n", g.both_flag, g.exploit_only, g.static_only, g.neither);
+        if !m.per_backend.is_empty() {
+            s += "| backend | samples it flags (counting) | of those, the security test flags too |\n|---|---|---|\n";
+            for (t, (n, k)) in &m.per_backend {
+                let _ = writeln!(s, "| {t} | {n} | {k} ({}) |", pct((*n > 0).then(|| *k as f64 / *n as f64)));
+            }
+            s.push('\n');
+        }
         let _ = writeln!(s, "### per CWE\n");
         s += HEAD;
         for r in &m.table.cwes {

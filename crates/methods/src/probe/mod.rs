@@ -146,16 +146,7 @@ pub fn collect(model: &Model, pairs: &[Pair], spec: &WindowSpec, cache: Option<&
         .flat_map(|s| s * SHARD..((s + 1) * SHARD).min(pairs.len()))
         .map(|i| (windows[i].0.ids.len() + windows[i].1.ids.len()) as u64)
         .sum();
-    let bar = if progress && todo_tokens > 0 {
-        let b = indicatif::ProgressBar::new(todo_tokens);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("activations {bar:30} {pos}/{len} tokens  {per_sec}  ETA {eta}  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(b)
-    } else {
-        None
-    };
+    let bar = (progress && todo_tokens > 0).then(|| crate::progress::Progress::new(todo_tokens, "activations", "tokens"));
     let mut acts = Activations { n_layers: l, hidden: d, pooled: HashMap::new(), tokens: vec![], full_tokens: vec![], cwes: pairs.iter().map(|p| p.cwe).collect() };
     let opts = ForwardOpts { keep: LayerSelect::All, logits: LogitsSelect::None, lora: true, ..Default::default() };
     for s in 0..n_shards {
@@ -195,7 +186,7 @@ pub fn collect(model: &Model, pairs: &[Pair], spec: &WindowSpec, cache: Option<&
         acts.full_tokens.extend(full);
     }
     if let Some(b) = bar {
-        b.finish_and_clear();
+        b.finish();
     }
     Ok(acts)
 }
