@@ -21,9 +21,10 @@ fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_deepguard")
 }
 
+/// The model's short name (served under that id), after checking that it is installed.
 fn smollm2() -> String {
-    let p = deepguard_runtime::models::resolve("smollm2-135m").unwrap_or_else(|e| panic!("SmolLM2-135M is needed: {e:#}"));
-    p.to_string_lossy().to_string()
+    deepguard_runtime::models::resolve("smollm2-135m").unwrap_or_else(|e| panic!("SmolLM2-135M is needed: {e:#}"));
+    "smollm2-135m".into()
 }
 
 /// The venv's python, with `openai` importable.

@@ -60,7 +60,8 @@ pub enum Event {
     Finished { sample: usize, reason: FinishReason, tokens: usize },
     /// Every sample ended.
     Done { prompt_tokens: usize, generated_tokens: usize },
-    /// The request failed (HTTP status and message); no more events follow.
+    /// The request failed (HTTP status and message); no more events follow. (The HTTP side
+    /// counts failures in the metrics; the engine counts completions and cancellations.)
     Failed { status: u16, message: String },
 }
 
@@ -209,12 +210,11 @@ impl Loop {
             let deadline = *self.control.drain_deadline.lock().unwrap();
             if let Some(d) = deadline {
                 for j in self.waiting.drain(..) {
-                    self.metrics.requests_failed.fetch_add(1, Relaxed);
+                    self.metrics.queue_depth.fetch_sub(1, Relaxed);
                     fail(&j.events, 503, "the server is shutting down");
                 }
                 if Instant::now() >= d {
                     for a in self.active.drain(..) {
-                        self.metrics.requests_cancelled.fetch_add(1, Relaxed);
                         a.send(Event::Failed { status: 503, message: "the server is shutting down: request cancelled".into() });
                     }
                 }
@@ -234,7 +234,6 @@ impl Loop {
             if let Some(e) = err {
                 // A failed forward pass leaves the caches in an unknown state: end every request in it.
                 for a in self.active.drain(..) {
-                    self.metrics.requests_failed.fetch_add(1, Relaxed);
                     a.send(Event::Failed { status: 500, message: format!("decoding failed: {e}") });
                 }
             }
@@ -281,7 +280,6 @@ impl Loop {
             let j = self.waiting.pop_front().unwrap();
             self.metrics.queue_depth.fetch_sub(1, Relaxed);
             if n > self.cfg.max_batch {
-                self.metrics.requests_failed.fetch_add(1, Relaxed);
                 fail(&j.events, 400, format!("n = {n} exceeds the server's batch of {} sequences (--max-batch)", self.cfg.max_batch));
                 continue;
             }
@@ -295,7 +293,6 @@ impl Loop {
                     self.active.push(a);
                 }
                 Err((events, e)) => {
-                    self.metrics.requests_failed.fetch_add(1, Relaxed);
                     fail(&events, 400, format!("{e:#}"));
                 }
             }

@@ -313,7 +313,7 @@ async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common) -> Result<Resp
     report["seed"] = json!(seed);
     let head = Head { id: new_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }), created: now(), model: cfg.model_id.clone(), kind, n: n as usize, report };
     if c.stream {
-        Ok(stream(head, rx, c.include_usage).into_response())
+        Ok(stream(head, rx, c.include_usage, st.engine.metrics.clone()).into_response())
     } else {
         collect(head, rx).await
     }
@@ -379,7 +379,7 @@ async fn collect(h: Head, mut rx: UnboundedReceiver<Event>) -> Result<Response, 
 /// `{"error": ...}` event with no `[DONE]`, so clients raise instead of taking a cut answer for
 /// a whole one. Dropping the stream (the client went away) frees the request's rows at the
 /// engine's next step.
-fn stream(h: Head, rx: UnboundedReceiver<Event>, include_usage: bool) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+fn stream(h: Head, rx: UnboundedReceiver<Event>, include_usage: bool, metrics: Arc<crate::metrics::Metrics>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let object = if h.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
     let chunk = move |h: &Head, choices: Vec<Value>, extra: Option<(&str, Value)>| -> SseEvent {
         let mut v = json!({"id": h.id, "object": object, "created": h.created, "model": h.model, "system_fingerprint": null, "choices": choices});
@@ -413,7 +413,9 @@ fn stream(h: Head, rx: UnboundedReceiver<Event>, include_usage: bool) -> Sse<imp
         Done,
     }
     let state = (St::First(first), h, rx);
-    let s = futures_util::stream::unfold(state, move |(st, h, mut rx)| async move {
+    let s = futures_util::stream::unfold(state, move |(st, h, mut rx)| {
+        let metrics = metrics.clone();
+        async move {
         match st {
             St::First(ev) => return Some((Ok(ev), (St::Running, h, rx))),
             St::Last => return Some((Ok(SseEvent::default().data("[DONE]")), (St::Done, h, rx))),
@@ -432,15 +434,18 @@ fn stream(h: Head, rx: UnboundedReceiver<Event>, include_usage: bool) -> Sse<imp
                 return Some((Ok(SseEvent::default().data("[DONE]")), (St::Done, h, rx)));
             }
             Some(Event::Failed { status, message }) => {
+                metrics.requests_failed.fetch_add(1, Relaxed);
                 let e = ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message);
                 return Some((Ok(SseEvent::default().data(e.body().to_string())), (St::Done, h, rx)));
             }
             None => {
+                metrics.requests_failed.fetch_add(1, Relaxed);
                 let e = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The decoding engine stopped.");
                 return Some((Ok(SseEvent::default().data(e.body().to_string())), (St::Done, h, rx)));
             }
         };
         Some((Ok(ev), (St::Running, h, rx)))
+        }
     });
     Sse::new(s).keep_alive(KeepAlive::default())
 }

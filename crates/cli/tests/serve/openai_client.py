@@ -238,22 +238,30 @@ def _():
     assert raw("GET", "/health", key=None)[0] == 200, "the server survived"
 
 
-@check("a client that disconnects mid-stream frees its slot")
+@check("a client that disconnects (mid-stream, or waiting for a whole answer) frees its slot")
 def _():
-    cancelled = metric('deepguard_requests_total{outcome="cancelled"}')
-    s = socket.create_connection((ROOT.split("//")[1].split(":")[0], int(ROOT.rsplit(":", 1)[1])))
-    body = json.dumps({"model": MODEL, "prompt": CODE, "max_tokens": 1500, "stream": True, "ignore_eos": True}).encode()
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    got = b""
-    while got.count(b"data: ") < 4:
-        got += s.recv(4096)
-    assert metric("deepguard_active_requests") == 1
-    s.close()
-    t = time.time()
-    while metric("deepguard_active_requests") != 0 or metric("deepguard_batch_rows") != 0:
-        assert time.time() - t < 5, "the disconnected request still holds its slot"
-        time.sleep(0.05)
-    assert metric('deepguard_requests_total{outcome="cancelled"}') == cancelled + 1
+    for stream in (True, False):
+        cancelled = metric('deepguard_requests_total{outcome="cancelled"}')
+        s = socket.create_connection((ROOT.split("//")[1].split(":")[0], int(ROOT.rsplit(":", 1)[1])))
+        body = json.dumps({"model": MODEL, "prompt": CODE, "max_tokens": 1500, "stream": stream, "ignore_eos": True}).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        if stream:
+            got = b""
+            while got.count(b"data: ") < 4:
+                got += s.recv(4096)
+        else:
+            t = time.time()
+            while metric("deepguard_active_requests") != 1:
+                assert time.time() - t < 30, "the request did not start"
+                time.sleep(0.05)
+            time.sleep(0.3)
+        assert metric("deepguard_active_requests") == 1
+        s.close()
+        t = time.time()
+        while metric("deepguard_active_requests") != 0 or metric("deepguard_batch_rows") != 0:
+            assert time.time() - t < 5, f"the disconnected request (stream={stream}) still holds its slot"
+            time.sleep(0.05)
+        assert metric('deepguard_requests_total{outcome="cancelled"}') == cancelled + 1
 
 
 @check("metrics: Prometheus text with requests, tokens, queue depth, TTFT, tokens/s")
