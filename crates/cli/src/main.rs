@@ -10,6 +10,7 @@ mod inspect;
 mod probe;
 mod judge;
 mod scan;
+mod serve;
 mod steer;
 mod train;
 
@@ -47,6 +48,9 @@ enum Cmd {
     /// The security judge on its own (calibrate: measure it on vulnerable/fixed pairs).
     #[command(subcommand)]
     Judge(judge::Cmd),
+    /// An OpenAI-compatible HTTP server (completions, chat, streaming) that applies the guard
+    /// and/or steering while it generates; concurrent requests are decoded together.
+    Serve(serve::Args),
 }
 
 fn main() {
@@ -62,6 +66,7 @@ fn main() {
         Cmd::Eval(a) => eval::run(a),
         Cmd::Compare(a) => compare::run(a),
         Cmd::Judge(c) => judge::run(c),
+        Cmd::Serve(a) => serve::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -258,6 +258,158 @@ impl Decoder {
         Ok(out)
     }
 
+    /// One forward pass over a ragged batch: segment `s` holds `rows` sequences of `t` new
+    /// tokens each at its own position (`cache.len()`), with its own cache, residual hooks and
+    /// adapter switch. `ids` lists every segment's tokens in order (row-major within a segment).
+    /// Returns each segment's logits at the last position of its rows, (rows, vocab), where it
+    /// asks for them.
+    ///
+    /// The projections and the MLP run once over all tokens; rope, the cache and attention run
+    /// per segment. Every operation treats a token (or a row) on its own, so a segment's
+    /// results equal those of [`forward`](Self::forward) on that segment alone: this is how
+    /// the server decodes requests at different positions together (continuous batching).
+    pub fn forward_ragged(&self, ids: &[u32], segs: &mut [Segment]) -> Result<Vec<Option<Tensor>>> {
+        let total: usize = segs.iter().map(|s| s.rows * s.t).sum();
+        if ids.len() != total || total == 0 {
+            bail!("{} token ids for segments holding {total} tokens", ids.len());
+        }
+        for s in segs.iter() {
+            let pos = s.cache.len();
+            if s.rows == 0 || s.t == 0 {
+                bail!("empty segment ({} rows of {} tokens)", s.rows, s.t);
+            }
+            if pos + s.t > self.cfg.context_length {
+                bail!("sequence of {} positions exceeds the model's context length {}", pos + s.t, self.cfg.context_length);
+            }
+            if s.cache.batch().is_some_and(|b| b != s.rows) {
+                bail!("segment of {} rows on a cache of {:?} rows", s.rows, s.cache.batch());
+            }
+        }
+        let mut spans = Vec::with_capacity(segs.len());
+        let mut off = 0;
+        for s in segs.iter() {
+            spans.push(Span { off, rows: s.rows, t: s.t, pos: s.cache.len(), lora: s.lora });
+            off += s.rows * s.t;
+        }
+        let opts = ForwardOpts { lora: false, ..Default::default() };
+        let x = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let mut h = self.embed(&x)?;
+        let masks: Vec<Option<Tensor>> = spans.iter().map(|sp| if sp.t > 1 { causal_mask(sp.t, sp.pos, &self.device).map(Some) } else { Ok(None) }).collect::<Result<_>>()?;
+        let hooked = segs.iter().any(|s| !s.hooks.is_empty());
+        for l in 0..self.cfg.n_layers {
+            h = self.block_ragged(l, &h, &spans, &masks, segs, &opts)?;
+            if hooked {
+                let _p = span(Stage::Residual);
+                let mut parts = Vec::with_capacity(segs.len());
+                for (s, sp) in segs.iter().zip(&spans) {
+                    let mut part = h.narrow(1, sp.off, sp.rows * sp.t)?;
+                    if !s.hooks.is_empty() {
+                        part = part.reshape((sp.rows, sp.t, ()))?;
+                        for hook in s.hooks {
+                            part = hook.apply(l, part, sp.pos)?;
+                        }
+                        part = part.reshape((1, sp.rows * sp.t, ()))?;
+                    }
+                    parts.push(part);
+                }
+                h = Tensor::cat(&parts, 1)?;
+            }
+        }
+        for (s, sp) in segs.iter_mut().zip(&spans) {
+            s.cache.advance(sp.t);
+        }
+        // Output head on the last position of every row that asks for logits.
+        let _p = span(Stage::Head);
+        let mut last = Vec::new();
+        for (s, sp) in segs.iter().zip(&spans) {
+            if s.logits {
+                last.push(h.narrow(1, sp.off, sp.rows * sp.t)?.reshape((sp.rows, sp.t, ()))?.narrow(1, sp.t - 1, 1)?);
+            }
+        }
+        let mut out = Vec::with_capacity(segs.len());
+        if last.is_empty() {
+            out.resize(segs.len(), None);
+            return Ok(out);
+        }
+        let last = Tensor::cat(&last, 0)?;
+        let logits = self.lm_head.forward(&self.rms_norm(&last, &self.norm, false)?, &opts)?.squeeze(1)?;
+        let mut row = 0;
+        for (s, sp) in segs.iter().zip(&spans) {
+            if s.logits {
+                out.push(Some(logits.narrow(0, row, sp.rows)?));
+                row += sp.rows;
+            } else {
+                out.push(None);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`block_forward`](Self::block_forward) over a ragged batch `x` (1, tokens, hidden).
+    fn block_ragged(&self, l: usize, x: &Tensor, spans: &[Span], masks: &[Option<Tensor>], segs: &mut [Segment], opts: &ForwardOpts) -> Result<Tensor> {
+        let blk = &self.blocks[l];
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let hn = {
+            let _p = span(Stage::Norm);
+            self.rms_norm(x, &blk.attn_norm, false)?
+        };
+        let qkv = {
+            let _p = span(Stage::Qkv);
+            ragged_project(&[&blk.q, &blk.k, &blk.v], &hn, spans, opts)?
+        };
+        let mut ys = Vec::with_capacity(spans.len());
+        for ((sp, seg), mask) in spans.iter().zip(segs.iter_mut()).zip(masks) {
+            let (b, t, pos) = (sp.rows, sp.t, sp.pos);
+            let (q, k, v) = {
+                let _p = span(Stage::Rope);
+                let part = |x: &Tensor, heads: usize| -> Result<Tensor> { Ok(x.narrow(1, sp.off, b * t)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?) };
+                let q = self.rope(&part(&qkv[0], nh)?, pos, false)?;
+                let k = self.rope(&part(&qkv[1], nkv)?, pos, false)?;
+                let (k, v) = seg.cache.append(l, &k, &part(&qkv[2], nkv)?)?;
+                (q, k, v)
+            };
+            let _p = span(Stage::Attn);
+            let shape = AttnShape { batch: b, n_heads: nh, n_kv_heads: nkv, head_dim: hd, t, pos };
+            let y = match fast_attention(&q, &k, &v, shape)? {
+                Some(y) => y,
+                None => self.attention_ops(&q, &k, &v, mask.as_ref(), shape, opts)?,
+            };
+            ys.push(y.reshape((1, b * t, nh * hd))?);
+        }
+        let y = if ys.len() == 1 { ys.pop().unwrap() } else { Tensor::cat(&ys, 1)? };
+        let o = {
+            let _p = span(Stage::OProj);
+            ragged_project(&[&blk.o], &y, spans, opts)?.pop().unwrap()
+        };
+        let h = {
+            let _p = span(Stage::Residual);
+            (x + o)?
+        };
+        let hn = {
+            let _p = span(Stage::Norm);
+            self.rms_norm(&h, &blk.ffn_norm, false)?
+        };
+        let (gate, up) = {
+            let _p = span(Stage::GateUp);
+            let mut gu = ragged_project(&[&blk.gate, &blk.up], &hn, spans, opts)?.into_iter();
+            (gu.next().unwrap(), gu.next().unwrap())
+        };
+        let act = {
+            let _p = span(Stage::Act);
+            match with_cpu_f32(&[&gate, &up], |s| vmath::silu_mul(s[0], s[1]))? {
+                Some(y) => Tensor::from_vec(y, gate.shape(), gate.device())?,
+                None => (gate.silu()? * up)?,
+            }
+        };
+        let down = {
+            let _p = span(Stage::Down);
+            ragged_project(&[&blk.down], &act, spans, opts)?.pop().unwrap()
+        };
+        let _p = span(Stage::Residual);
+        Ok((h + down)?)
+    }
+
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let _p = span(Stage::Embed);
         Ok(match &self.embed {
@@ -497,6 +649,59 @@ impl Decoder {
         }
         self.lm_head.densify()
     }
+}
+
+/// One request's part of a ragged batch ([`Decoder::forward_ragged`]): `rows` sequences of
+/// `t` new tokens each, continuing `cache` (which holds `rows` rows, or nothing yet) at
+/// position `cache.len()`.
+pub struct Segment<'a> {
+    pub cache: &'a mut KvCache,
+    pub rows: usize,
+    pub t: usize,
+    /// Residual hooks for these rows only (positions are this segment's own).
+    pub hooks: &'a [&'a dyn ResidualHook],
+    /// Apply the model's LoRA adapters to these rows.
+    pub lora: bool,
+    /// Return logits for the last position of each row.
+    pub logits: bool,
+}
+
+/// Where a segment's tokens sit in the flattened batch.
+struct Span {
+    off: usize,
+    rows: usize,
+    t: usize,
+    pos: usize,
+    lora: bool,
+}
+
+/// Projections of a ragged batch `x` (1, tokens, in): the base weights over every token at
+/// once, adapters only on the segments that ask for them (each computed on the segment's own
+/// (rows, t, in) slice, as a forward pass of that segment alone would).
+fn ragged_project(lins: &[&Linear], x: &Tensor, spans: &[Span], opts: &ForwardOpts) -> Result<Vec<Tensor>> {
+    let ys = Linear::forward_many(lins, x, opts)?;
+    if !spans.iter().any(|s| s.lora) || lins.iter().all(|l| l.lora.is_none()) {
+        return Ok(ys);
+    }
+    lins.iter()
+        .zip(ys)
+        .map(|(lin, y)| {
+            let Some(lora) = &lin.lora else { return Ok(y) };
+            let mut parts = Vec::with_capacity(spans.len());
+            for sp in spans {
+                let n = sp.rows * sp.t;
+                let part = y.narrow(1, sp.off, n)?;
+                parts.push(if sp.lora {
+                    let xs = x.narrow(1, sp.off, n)?.reshape((sp.rows, sp.t, ()))?;
+                    let ys = part.reshape((sp.rows, sp.t, ()))?;
+                    (ys + lora.delta(&xs, None)?)?.reshape((1, n, ()))?
+                } else {
+                    part
+                });
+            }
+            Ok(Tensor::cat(&parts, 1)?)
+        })
+        .collect()
 }
 
 /// Additive causal mask (t, pos + t): position i may attend to j <= pos + i.

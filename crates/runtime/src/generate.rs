@@ -1,5 +1,7 @@
 //! Sampling-based generation: one prefill of the prompt, then n samples decoded together as a
 //! batch (the prompt's KV cache is shared by copying it n times); finished samples leave the batch.
+//! [`Decoding`] holds one prompt's samples in flight; [`generate`] drives one alone, the server
+//! drives many side by side (each at its own position) with the same steps.
 
 use crate::decoder::{ForwardOpts, LogitsSelect};
 use crate::hooks::{LogitsProcessor, ResidualHook};
@@ -108,114 +110,237 @@ pub fn generate(
     guidance: &mut Guidance,
     on_text: &mut dyn FnMut(usize, &str),
 ) -> Result<Generation> {
-    let ctx = model.cfg().context_length;
     let p = prompt_ids.len();
-    if p == 0 {
-        bail!("the prompt is empty");
-    }
-    if p + params.max_tokens > ctx {
-        bail!(
-            "prompt of {p} tokens + {} new tokens exceeds the model's context of {ctx} tokens (by {})",
-            params.max_tokens,
-            p + params.max_tokens - ctx
-        );
-    }
-    if params.n == 0 {
-        bail!("n must be at least 1");
-    }
+    let mut run = Decoding::new(model, p, params)?;
     let dec = &model.decoder;
     let dev = dec.device();
-    let tok = &model.tokenizer;
     let hooks: Vec<&dyn ResidualHook> = guidance.hooks.iter().map(|h| h.as_ref()).collect();
     let opts = ForwardOpts { logits: LogitsSelect::Last, hooks: &hooks, lora: true, ..Default::default() };
-    let mut cache = KvCache::new(dec.cfg.n_layers, p + params.max_tokens);
 
     let t0 = Instant::now();
     let input = Tensor::new(prompt_ids, dev)?.unsqueeze(0)?;
-    let mut logits = dec.forward(&input, 0, Some(&mut cache), &opts)?.logits.unwrap();
+    let logits = dec.forward(&input, 0, Some(&mut run.cache), &opts)?.logits.unwrap();
     let prefill_secs = t0.elapsed().as_secs_f64();
     crate::profile::report(&format!("prefill of {p} tokens"), prefill_secs, 1);
-
-    let n = params.n;
-    if n > 1 {
-        cache.expand_batch(n)?;
-        logits = logits.repeat((n, 1))?;
-    }
-    let mut rngs: Vec<rand::rngs::StdRng> =
-        (0..n).map(|i| rand::rngs::StdRng::seed_from_u64(params.seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))).collect();
-    let mut streams = vec![TextStream::default(); n];
-    let mut texts = vec![String::new(); n];
-    let mut emitted = vec![0usize; n];
-    let mut finish: Vec<Option<FinishReason>> = vec![None; n];
-    // live[i] = request index of batch row i
-    let mut live: Vec<usize> = (0..n).collect();
-    let max_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut logits = run.prefilled(logits)?;
 
     let t1 = Instant::now();
-    let mut steps = 0;
     let mut step_secs = Vec::with_capacity(params.max_tokens);
-    for step in 0..params.max_tokens {
+    while !run.is_done() {
         let step_start = Instant::now();
-        let sampling = crate::profile::span(crate::profile::Stage::Sample);
-        let mut rows: Vec<Vec<f32>> = logits.to_vec2()?;
-        // Processors run in order (they may keep per-sample state); then the rows are sampled
-        // in parallel, each with its own sample's generator.
-        for (l, &s) in rows.iter_mut().zip(&live) {
-            for proc in guidance.processors.iter_mut() {
-                proc.process(s, step, l)?;
-            }
-        }
-        let mut next = sample_rows(&mut rows, &live, &mut rngs, params.temperature, params.top_p);
-        drop(sampling);
-        for (r, &s) in live.iter().enumerate() {
-            let id = next[r];
-            if tok.stop_ids.contains(&id) {
-                finish[s] = Some(FinishReason::Eos);
-                continue;
-            }
-            if let Some(delta) = streams[s].push(tok, id)? {
-                texts[s].push_str(&delta);
-            }
-            // Stop strings: cut the text at the first one.
-            if max_stop > 0 {
-                let from = emitted[s].saturating_sub(max_stop);
-                if let Some(cut) = params.stop.iter().filter_map(|st| texts[s][from..].find(st.as_str()).map(|i| from + i)).min() {
-                    texts[s].truncate(cut);
-                    finish[s] = Some(FinishReason::Stop);
-                }
-            }
-            if step + 1 == params.max_tokens && finish[s].is_none() {
-                finish[s] = Some(FinishReason::Length);
-            }
-            // Stream what can no longer turn into a stop string.
-            let safe = if finish[s].is_some() { texts[s].len() } else { safe_prefix(&texts[s], &params.stop) };
-            if safe > emitted[s] {
-                on_text(s, &texts[s][emitted[s]..safe]);
-                emitted[s] = safe;
-            }
-        }
-        steps = step + 1;
-        let keep: Vec<usize> = (0..live.len()).filter(|&r| finish[live[r]].is_none()).collect();
-        if keep.is_empty() {
+        if run.step(model, &logits, &mut guidance.processors, on_text)? {
             step_secs.push(step_start.elapsed().as_secs_f64());
             break;
         }
-        if keep.len() < live.len() {
-            cache.retain_rows(&keep, dev)?;
-            next = keep.iter().map(|&r| next[r]).collect();
-            live = keep.iter().map(|&r| live[r]).collect();
-        }
-        let input = Tensor::new(next.as_slice(), dev)?.unsqueeze(1)?;
-        logits = dec.forward(&input, p + step, Some(&mut cache), &opts)?.logits.unwrap();
+        let input = Tensor::new(run.next_tokens(), dev)?.unsqueeze(1)?;
+        logits = dec.forward(&input, run.pos(), Some(&mut run.cache), &opts)?.logits.unwrap();
         step_secs.push(step_start.elapsed().as_secs_f64());
     }
     let decode_secs = t1.elapsed().as_secs_f64();
-    crate::profile::report(&format!("decode, batch of {n}"), decode_secs, steps);
-    let samples: Vec<Sample> = (0..n)
-        .map(|s| Sample { text: std::mem::take(&mut texts[s]), tokens: streams[s].tokens.clone(), finish_reason: finish[s].unwrap_or(FinishReason::Length) })
-        .collect();
+    let steps = run.steps();
+    crate::profile::report(&format!("decode, batch of {}", params.n), decode_secs, steps);
+    let samples = run.into_samples();
     let generated_tokens = samples.iter().map(|s| s.tokens.len()).sum();
     Ok(Generation { samples, prompt_tokens: p, generated_tokens, prefill_secs, decode_secs, decode_steps: steps, step_secs })
+}
+
+/// One prompt's `n` samples in flight: their KV cache (one row per live sample), generators,
+/// texts and finish reasons. [`generate`] drives one of these alone; the server drives many at
+/// once, each at its own position (`Decoder::forward_ragged`). Either way a request sees the
+/// same sequence of operations, so its output does not depend on what it is batched with.
+///
+/// The cycle: [`Decoding::new`], the prompt's prefill into `cache` (one row), [`prefilled`]
+/// (n rows), then [`step`] on each step's logits and a forward pass of [`next_tokens`] at
+/// [`pos`] until `step` returns true.
+///
+/// [`prefilled`]: Decoding::prefilled
+/// [`step`]: Decoding::step
+/// [`next_tokens`]: Decoding::next_tokens
+/// [`pos`]: Decoding::pos
+pub struct Decoding {
+    pub params: SamplingParams,
+    pub prompt_tokens: usize,
+    /// The prompt's and samples' keys and values, one row per live sample.
+    pub cache: KvCache,
+    rngs: Vec<rand::rngs::StdRng>,
+    streams: Vec<TextStream>,
+    texts: Vec<String>,
+    emitted: Vec<usize>,
+    finish: Vec<Option<FinishReason>>,
+    /// live[r] = sample index of batch row r (ascending)
+    live: Vec<usize>,
+    next: Vec<u32>,
+    max_stop: usize,
+    step: usize,
+}
+
+impl Decoding {
+    /// Checks a prompt of `prompt_len` tokens and `params` against the model and sizes the
+    /// cache; no computation yet.
+    pub fn new(model: &Model, prompt_len: usize, params: &SamplingParams) -> Result<Self> {
+        let ctx = model.cfg().context_length;
+        let p = prompt_len;
+        if p == 0 {
+            bail!("the prompt is empty");
+        }
+        if p + params.max_tokens > ctx {
+            bail!(
+                "prompt of {p} tokens + {} new tokens exceeds the model's context of {ctx} tokens (by {})",
+                params.max_tokens,
+                p + params.max_tokens - ctx
+            );
+        }
+        if params.n == 0 {
+            bail!("n must be at least 1");
+        }
+        let n = params.n;
+        Ok(Self {
+            cache: KvCache::new(model.decoder.cfg.n_layers, p + params.max_tokens),
+            rngs: (0..n).map(|i| rand::rngs::StdRng::seed_from_u64(params.seed.wrapping_add((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))).collect(),
+            streams: vec![TextStream::default(); n],
+            texts: vec![String::new(); n],
+            emitted: vec![0usize; n],
+            finish: vec![None; n],
+            live: (0..n).collect(),
+            next: Vec::new(),
+            max_stop: params.stop.iter().map(|s| s.len()).max().unwrap_or(0),
+            step: 0,
+            params: params.clone(),
+            prompt_tokens: p,
+        })
+    }
+
+    /// After the prompt's prefill (the cache holds it in one row, `logits` (1, vocab) is its
+    /// last position): the cache and logits repeated for the n samples.
+    pub fn prefilled(&mut self, logits: Tensor) -> Result<Tensor> {
+        let n = self.params.n;
+        if n > 1 {
+            self.cache.expand_batch(n)?;
+            return Ok(logits.repeat((n, 1))?);
+        }
+        Ok(logits)
+    }
+
+    /// The next-token rows of `logits` (one per live sample) after the processors, which run in
+    /// order (they may keep per-sample state).
+    pub fn processed_rows(&self, logits: &Tensor, processors: &mut [Box<dyn LogitsProcessor + '_>]) -> Result<Vec<Vec<f32>>> {
+        let mut rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        if rows.len() != self.live.len() {
+            bail!("{} logit rows for {} live samples", rows.len(), self.live.len());
+        }
+        for (l, &s) in rows.iter_mut().zip(&self.live) {
+            for proc in processors.iter_mut() {
+                proc.process(s, self.step, l)?;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// One token per row of `rows` (from [`processed_rows`](Self::processed_rows)), each drawn
+    /// with its sample's own generator.
+    pub fn sample(&mut self, rows: &mut [Vec<f32>]) -> Vec<u32> {
+        sample_rows(rows, &self.live, &mut self.rngs, self.params.temperature, self.params.top_p)
+    }
+
+    /// Takes one sampled token per live row: texts grow (`on_text(sample, delta)` gets what can
+    /// no longer turn into a stop string), finished samples leave the cache. True when every
+    /// sample has finished.
+    pub fn accept(&mut self, model: &Model, mut next: Vec<u32>, on_text: &mut dyn FnMut(usize, &str)) -> Result<bool> {
+        let tok = &model.tokenizer;
+        let step = self.step;
+        let params = &self.params;
+        let max_stop = self.max_stop;
+        for (r, &s) in self.live.iter().enumerate() {
+            let id = next[r];
+            if tok.stop_ids.contains(&id) {
+                self.finish[s] = Some(FinishReason::Eos);
+                continue;
+            }
+            if let Some(delta) = self.streams[s].push(tok, id)? {
+                self.texts[s].push_str(&delta);
+            }
+            // Stop strings: cut the text at the first one.
+            if max_stop > 0 {
+                let from = self.emitted[s].saturating_sub(max_stop);
+                let text = &self.texts[s];
+                if let Some(cut) = params.stop.iter().filter_map(|st| text[from..].find(st.as_str()).map(|i| from + i)).min() {
+                    self.texts[s].truncate(cut);
+                    self.finish[s] = Some(FinishReason::Stop);
+                }
+            }
+            if step + 1 == params.max_tokens && self.finish[s].is_none() {
+                self.finish[s] = Some(FinishReason::Length);
+            }
+            // Stream what can no longer turn into a stop string.
+            let safe = if self.finish[s].is_some() { self.texts[s].len() } else { safe_prefix(&self.texts[s], &params.stop) };
+            if safe > self.emitted[s] {
+                on_text(s, &self.texts[s][self.emitted[s]..safe]);
+                self.emitted[s] = safe;
+            }
+        }
+        self.step = step + 1;
+        let keep: Vec<usize> = (0..self.live.len()).filter(|&r| self.finish[self.live[r]].is_none()).collect();
+        if keep.is_empty() {
+            self.live.clear();
+            self.next.clear();
+            return Ok(true);
+        }
+        if keep.len() < self.live.len() {
+            self.cache.retain_rows(&keep, model.decoder.device())?;
+            next = keep.iter().map(|&r| next[r]).collect();
+            self.live = keep.iter().map(|&r| self.live[r]).collect();
+        }
+        self.next = next;
+        Ok(false)
+    }
+
+    /// [`processed_rows`](Self::processed_rows), [`sample`](Self::sample) and
+    /// [`accept`](Self::accept) in one: one decoding step from `logits` (live rows, vocab).
+    pub fn step(&mut self, model: &Model, logits: &Tensor, processors: &mut [Box<dyn LogitsProcessor + '_>], on_text: &mut dyn FnMut(usize, &str)) -> Result<bool> {
+        let sampling = crate::profile::span(crate::profile::Stage::Sample);
+        let mut rows = self.processed_rows(logits, processors)?;
+        let next = self.sample(&mut rows);
+        drop(sampling);
+        self.accept(model, next, on_text)
+    }
+
+    /// The tokens to feed next, one per live sample (in row order).
+    pub fn next_tokens(&self) -> &[u32] {
+        &self.next
+    }
+    /// Absolute position of the next tokens to feed (= positions cached).
+    pub fn pos(&self) -> usize {
+        self.cache.len()
+    }
+    /// Live samples (rows of the cache once prefilled).
+    pub fn rows(&self) -> usize {
+        self.live.len()
+    }
+    /// Decoding steps taken (tokens sampled per live sample).
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+    /// Every sample has finished (immediately so for `max_tokens` 0).
+    pub fn is_done(&self) -> bool {
+        self.live.is_empty() || self.step >= self.params.max_tokens
+    }
+    pub fn finish_reason(&self, sample: usize) -> Option<FinishReason> {
+        self.finish[sample]
+    }
+    /// Tokens sample `sample` has generated so far.
+    pub fn sample_tokens(&self, sample: usize) -> usize {
+        self.streams[sample].tokens.len()
+    }
+
+    /// The samples, text cut at stop strings; unfinished ones (max_tokens 0) end by length.
+    pub fn into_samples(self) -> Vec<Sample> {
+        self.texts
+            .into_iter()
+            .zip(self.streams)
+            .zip(self.finish)
+            .map(|((text, st), f)| Sample { text, tokens: st.tokens, finish_reason: f.unwrap_or(FinishReason::Length) })
+            .collect()
+    }
 }
 
 /// Length of the prefix of `text` that no continuation can turn into a stop string.

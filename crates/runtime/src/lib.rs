@@ -4,7 +4,8 @@
 //! - [`decoder::Decoder::forward`] exposes every block's output, a residual-stream hook and a
 //!   differentiable mode with LoRA adapters ([`lora`]) for training.
 //! - [`generate::generate`] decodes n samples of one prompt as a batch over a shared prefill,
-//!   with logits processors applied at every step.
+//!   with logits processors applied at every step; [`decoder::Decoder::forward_ragged`] runs
+//!   several requests at different positions in one pass (continuous batching in the server).
 
 pub mod chat;
 pub mod config;

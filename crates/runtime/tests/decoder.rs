@@ -197,3 +197,48 @@ fn residual_hook_edits_only_chosen_layer_and_positions() {
     let last_full = full.hidden[&layer].i((0, PROMPT.len())).unwrap();
     assert!(max_abs_diff(&s.hidden[&layer].i((0, 0)).unwrap(), &last_full) < 1e-4);
 }
+
+/// A ragged batch (a prompt read in two chunks next to a 2-row request decoding with a steering
+/// hook) gives every segment bit for bit the logits of its own forward passes alone.
+#[test]
+fn ragged_batch_equals_each_segment_alone() {
+    use deepguard_runtime::decoder::Segment;
+    let spec = TinySpec::qwen2();
+    let (_d, m) = load(&spec);
+    let opts = ForwardOpts::inference();
+    let v = Tensor::rand(-1f32, 1f32, spec.hidden, &Device::Cpu).unwrap();
+    let hook = AddVector::new(1, &v, 2.0, 3).unwrap();
+    let hooks: [&dyn ResidualHook; 1] = [&hook];
+    let steer = ForwardOpts { hooks: &hooks, ..opts.clone() };
+    let exact = |a: &Tensor, b: &Tensor| assert_eq!(max_abs_diff(a, b), 0.0);
+
+    // alone: request A (2 rows after a shared 4-token prompt, steered) decodes two steps;
+    // request B reads a 7-token prompt at once
+    let mut ca = KvCache::new(spec.layers, 16);
+    m.decoder.forward(&ids(&PROMPT[..4]), 0, Some(&mut ca), &steer).unwrap();
+    ca.expand_batch(2).unwrap();
+    let a1 = m.decoder.forward(&Tensor::new(&[[5u32], [6]], &Device::Cpu).unwrap(), 4, Some(&mut ca), &steer).unwrap().logits.unwrap();
+    let a2 = m.decoder.forward(&Tensor::new(&[[7u32], [8]], &Device::Cpu).unwrap(), 5, Some(&mut ca), &steer).unwrap().logits.unwrap();
+    let mut cb = KvCache::new(spec.layers, 16);
+    let b = m.decoder.forward(&ids(&PROMPT[4..]), 0, Some(&mut cb), &opts).unwrap().logits.unwrap();
+
+    // together: B's prompt in chunks of 3 and 4 tokens, beside A's two decode steps
+    let mut ra = KvCache::new(spec.layers, 16);
+    m.decoder.forward(&ids(&PROMPT[..4]), 0, Some(&mut ra), &steer).unwrap();
+    ra.expand_batch(2).unwrap();
+    let mut rb = KvCache::new(spec.layers, 16);
+    let mut step = |ids: &[u32], a: &mut KvCache, b: &mut KvCache, bt: usize, b_logits: bool| {
+        let mut segs = [
+            Segment { cache: a, rows: 2, t: 1, hooks: &hooks, lora: true, logits: true },
+            Segment { cache: b, rows: 1, t: bt, hooks: &[], lora: true, logits: b_logits },
+        ];
+        m.decoder.forward_ragged(ids, &mut segs).unwrap()
+    };
+    let out = step(&[5, 6, PROMPT[4], PROMPT[5], PROMPT[6]], &mut ra, &mut rb, 3, false);
+    exact(out[0].as_ref().unwrap(), &a1);
+    assert!(out[1].is_none());
+    let out = step(&[7, 8, PROMPT[7], PROMPT[8], PROMPT[9], PROMPT[10]], &mut ra, &mut rb, 4, true);
+    exact(out[0].as_ref().unwrap(), &a2);
+    exact(out[1].as_ref().unwrap(), &b);
+    assert_eq!((ra.len(), rb.len()), (6, 7));
+}

@@ -1,0 +1,80 @@
+//! `deepguard serve`: the OpenAI-compatible server (`deepguard_serve`) on one model.
+
+use crate::args::ModelArgs;
+use crate::guided::GuidanceArgs;
+use anyhow::{bail, Result};
+use deepguard_methods::prior::BiasRule;
+use deepguard_serve::http::HttpConfig;
+use deepguard_serve::methods::Methods;
+use deepguard_serve::ServeConfig;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The default method of every request (a request may change it in its `deepguard` field).
+    #[command(flatten)]
+    pub guided: GuidanceArgs,
+    /// Address to listen on. The default serves this machine only; 0.0.0.0 opens the server to
+    /// the network (set --api-key then).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free port; the one chosen is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1/* and /metrics (wrong or missing: 401).
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Sequences decoded together at most (a request with n samples takes n); later requests
+    /// wait for a free slot.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// Context per request: prompt + max_tokens at most (clamped to the model's); longer
+    /// requests get a 400 with the numbers.
+    #[arg(long, default_value_t = 4096)]
+    pub ctx: usize,
+    /// Prompt tokens read per decoding step at most (a joining request's prompt is read in
+    /// chunks, so the running ones keep going).
+    #[arg(long, default_value_t = 128)]
+    pub prefill_chunk: usize,
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// On SIGTERM or Ctrl-C: seconds running requests may take to finish before they are
+    /// cancelled.
+    #[arg(long, default_value_t = 10.0)]
+    pub shutdown_grace: f64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.max_batch == 0 || a.ctx == 0 || a.prefill_chunk == 0 {
+        bail!("--max-batch, --ctx and --prefill-chunk must be at least 1");
+    }
+    if !(a.shutdown_grace >= 0.0 && a.shutdown_grace.is_finite()) {
+        bail!("--shutdown-grace must be a number of seconds >= 0");
+    }
+    if a.api_key.as_deref().is_some_and(str::is_empty) {
+        bail!("--api-key must not be empty");
+    }
+    let mut model = crate::load_model(&a.model.model)?;
+    let guard = a.guided.guard.clone().map(|d| BiasRule::parse(&a.guided.bias_rule).map(|r| (d, r, a.guided.guard_strength))).transpose()?;
+    let methods = Methods::load(&mut model, guard, a.guided.steer.clone().map(|s| (s, a.guided.alpha)))?;
+    let model_id = match deepguard_runtime::models::KNOWN_MODELS.iter().find(|k| k.name == a.model.model) {
+        Some(k) => k.name.to_string(),
+        None => std::path::Path::new(&a.model.model).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| a.model.model.clone()),
+    };
+    let default = methods.name(&methods.defaults());
+    let cfg = ServeConfig {
+        host: a.host.clone(),
+        port: a.port,
+        http: HttpConfig { model_id: model_id.clone(), api_key: a.api_key.clone(), ctx: a.ctx, max_batch: a.max_batch, body_limit: a.max_body_bytes },
+        prefill_chunk: a.prefill_chunk,
+        shutdown_grace: Duration::from_secs_f64(a.shutdown_grace),
+    };
+    let auth = if a.api_key.is_some() { "bearer key required" } else { "no key" };
+    deepguard_serve::serve(model, methods, cfg, |addr| {
+        eprintln!("serving {model_id} (default method: {default}; batch {}, {auth})", a.max_batch);
+        eprintln!("listening on http://{addr}");
+    })
+}
