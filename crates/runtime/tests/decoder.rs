@@ -227,7 +227,7 @@ fn ragged_batch_equals_each_segment_alone() {
     m.decoder.forward(&ids(&PROMPT[..4]), 0, Some(&mut ra), &steer).unwrap();
     ra.expand_batch(2).unwrap();
     let mut rb = KvCache::new(spec.layers, 16);
-    let mut step = |ids: &[u32], a: &mut KvCache, b: &mut KvCache, bt: usize, b_logits: bool| {
+    let step = |ids: &[u32], a: &mut KvCache, b: &mut KvCache, bt: usize, b_logits: bool| {
         let mut segs = [
             Segment { cache: a, rows: 2, t: 1, hooks: &hooks, lora: true, logits: true },
             Segment { cache: b, rows: 1, t: bt, hooks: &[], lora: true, logits: b_logits },
