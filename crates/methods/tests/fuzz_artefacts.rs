@@ -111,6 +111,17 @@ fn fuzz_guard_file() {
     let gp = dir.join(guard::GUARD_FILE);
     let seed = std::fs::read(&gp).unwrap();
     let m = RefCell::new(m);
+    {
+        // The header rebuilt as the structure-aware target does, unedited, still loads.
+        let n = u64::from_le_bytes(seed[..8].try_into().unwrap()) as usize;
+        let h: serde_json::Value = serde_json::from_slice(&seed[8..8 + n]).unwrap();
+        let hs = serde_json::to_vec(&h).unwrap();
+        let mut b = (hs.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(&hs);
+        b.extend_from_slice(&seed[8 + n..]);
+        std::fs::write(&gp, b).unwrap();
+        load_guard(&dir, &m).unwrap();
+    }
     // Bytes anywhere (the 8-byte header length first of all), then the JSON header's numbers,
     // shapes and the `meta` block, structure-aware.
     fuzz("guard-bytes", 300, 0x6a_7264, mutated(seed.clone(), vec![0]), "guard.safetensors", |b| {
