@@ -28,8 +28,8 @@ pub struct TestRec {
 pub struct Runner {
     /// The venv's `bin` folder: its `python` runs the tests.
     pub venv_bin: PathBuf,
-    /// The benchmark root (its `unit_test/` is also shown under `$HOME/chem/data_eval/`, where
-    /// some tests copy helper files from).
+    /// The benchmark root. Its `unit_test/` is all the sandbox shows of it (also under
+    /// `$HOME/chem/data_eval/`, where some tests copy helper files from).
     pub root: PathBuf,
     /// Per-sample time on top of the reference's per-test limits (2 s Python, 5 s C per run).
     pub slack: Duration,
@@ -44,7 +44,7 @@ impl Runner {
         let mut sb = Sandbox::new(work);
         sb.path_prepend.push(self.venv_bin.clone());
         sb.ro_binds.push((self.root.join("unit_test"), work.join(".home/chem/data_eval/unit_test")));
-        sb.expose.push(self.root.clone());
+        sb.expose.push(self.root.join("unit_test"));
         sb
     }
 
@@ -54,7 +54,7 @@ impl Runner {
             Lang::C => Duration::from_secs(20),
         } + self.slack;
         let wall = Duration::from_secs(20) + per * n as u32;
-        Limits { wall, cpu_secs: wall.as_secs(), mem_bytes: Some(4 << 30), nproc: 128, fsize_bytes: 64 << 20, output_bytes: 4 << 20 }
+        Limits { wall, cpu_secs: wall.as_secs(), mem_bytes: Some(4 << 30), rss_bytes: 4 << 30, nproc: 128, fsize_bytes: 64 << 20, output_bytes: 4 << 20, ..Limits::default() }
     }
 
     /// Tests all samples of one scenario.

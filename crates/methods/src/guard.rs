@@ -156,6 +156,12 @@ impl Guard {
                 cfg.vocab_size
             );
         }
+        if meta.layers.is_empty() || meta.layers.len() > cfg.n_layers + 1 || meta.layers.iter().any(|r| matches!(r, LayerRef::Block(b) if *b >= cfg.n_layers)) {
+            bail!("{}: the aggregator reads layers {:?}, not layers of a {}-block model", gp.display(), meta.layers, cfg.n_layers);
+        }
+        if let Some(l) = &meta.lora {
+            l.validate(cfg.n_layers).with_context(|| format!("{}: bad adapter settings", gp.display()))?;
+        }
         if meta.model_fingerprint != model.info.fingerprint {
             bail!("{}: built for model {} but {} has fingerprint {}", gp.display(), meta.model_fingerprint, model.info.path.display(), model.info.fingerprint);
         }
@@ -235,8 +241,8 @@ pub fn read_peft(dir: &Path, cfg: &deepguard_runtime::ModelConfig) -> Result<(Lo
     let rank = j["r"].as_u64().ok_or_else(|| bad("no `r`"))? as usize;
     let alpha = j["lora_alpha"].as_f64().ok_or_else(|| bad("no `lora_alpha`"))?;
     let targets = match &j["target_modules"] {
-        serde_json::Value::Array(v) => v.iter().map(|x| Proj::parse(x.as_str().unwrap_or_default())).collect::<Result<Vec<_>>>()?,
-        serde_json::Value::String(s) => s.split(',').map(Proj::parse).collect::<Result<Vec<_>>>()?,
+        serde_json::Value::Array(v) => v.iter().map(|x| Proj::parse(x.as_str().unwrap_or_default())).collect::<Result<Vec<_>>>().with_context(|| format!("{}", cp.display()))?,
+        serde_json::Value::String(s) => s.split(',').map(Proj::parse).collect::<Result<Vec<_>>>().with_context(|| format!("{}", cp.display()))?,
         _ => return Err(bad("no `target_modules`")),
     };
     let layers = match &j["layers_to_transform"] {
@@ -245,6 +251,7 @@ pub fn read_peft(dir: &Path, cfg: &deepguard_runtime::ModelConfig) -> Result<(Lo
         _ => vec![],
     };
     let lc = LoraConfig { rank, alpha, dropout: j["lora_dropout"].as_f64().unwrap_or(0.0) as f32, targets, layers, seed: 0 };
+    lc.validate(cfg.n_layers).with_context(|| format!("{}", cp.display()))?;
     let ap = dir.join(ADAPTER_FILE);
     let t = candle_core::safetensors::load(&ap, &Device::Cpu).with_context(|| format!("cannot read adapters {}", ap.display()))?;
     let mut m = HashMap::new();

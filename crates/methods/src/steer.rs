@@ -105,7 +105,8 @@ impl SteerVector {
 
     pub fn load(path: &Path) -> Result<SteerVector> {
         let mut f = std::fs::File::open(path).with_context(|| format!("cannot open steering vector {}", path.display()))?;
-        let c = gguf_file::Content::read(&mut f).map_err(|e| anyhow!("{}: not a readable GGUF file: {e}", path.display()))?;
+        let size = f.metadata().with_context(|| format!("cannot read steering vector {}", path.display()))?.len();
+        let c = deepguard_runtime::gguf::read_content(&mut std::io::BufReader::new(&mut f), size).map_err(|e| anyhow!("{}: not a readable GGUF file: {e}", path.display()))?;
         if meta_str(&c, "general.architecture") != Some("controlvector") {
             bail!("{}: not a control vector (general.architecture is {:?})", path.display(), meta_str(&c, "general.architecture"));
         }
@@ -115,7 +116,10 @@ impl SteerVector {
         if !c.tensor_infos.contains_key(&name) {
             bail!("{}: tensor `{name}` is missing", path.display());
         }
-        let direction = c.tensor(&mut f, &name, &Device::Cpu)?.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let direction = c
+            .tensor(&mut f, &name, &Device::Cpu)
+            .and_then(|t| t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>())
+            .map_err(|e| anyhow!("{}: cannot read tensor `{name}`: {e}", path.display()))?;
         let hidden = meta_u64(&c, "deepguard.hidden_size").ok_or_else(|| missing("deepguard.hidden_size"))? as usize;
         if direction.len() != hidden {
             bail!("{}: `{name}` has {} values but the file says hidden size {hidden}", path.display(), direction.len());

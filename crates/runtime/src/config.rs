@@ -17,7 +17,7 @@ impl Arch {
         match s {
             "llama" | "mistral" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
-            other => bail!("unsupported architecture `{other}` (supported: llama, qwen2)"),
+            other => bail!("unsupported architecture {} (supported: llama, qwen2)", crate::gguf::show(other)),
         }
     }
     pub fn name(self) -> &'static str {
@@ -66,6 +66,29 @@ impl ModelConfig {
         }
         if self.head_dim % 2 != 0 {
             bail!("head_dim {} must be even for rotary embeddings", self.head_dim);
+        }
+        // Bounds far above any real model of this family: a corrupt or hostile file cannot make
+        // the loader allocate for them (the rotary table alone is context_length x head_dim).
+        let caps = [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 20),
+            ("n_layers", self.n_layers, 1 << 10),
+            ("n_heads", self.n_heads, 1 << 10),
+            ("n_kv_heads", self.n_kv_heads, 1 << 10),
+            ("head_dim", self.head_dim, 1 << 10),
+            ("context_length", self.context_length, 1 << 20),
+        ];
+        for (name, v, cap) in caps {
+            if v > cap {
+                bail!("{name} {v} exceeds the supported maximum {cap}");
+            }
+        }
+        if self.context_length == 0 || self.head_dim == 0 || self.vocab_size == 0 || self.intermediate_size == 0 {
+            bail!("config has a zero dimension: {self:?}");
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) || !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            bail!("rope_theta {} and rms_norm_eps {} must be finite and positive", self.rope_theta, self.rms_norm_eps);
         }
         Ok(())
     }

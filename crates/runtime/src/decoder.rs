@@ -606,6 +606,7 @@ impl Decoder {
 
     /// Attaches fresh LoRA adapters and returns them by their PEFT parameter names.
     pub fn attach_lora(&mut self, cfg: &LoraConfig) -> Result<Vec<(String, Var)>> {
+        cfg.validate(self.cfg.n_layers)?;
         let mut params = Vec::new();
         let device = self.device.clone();
         for (l, blk) in self.blocks.iter_mut().enumerate() {
@@ -622,9 +623,6 @@ impl Decoder {
                 params.push((format!("{base}.lora_B.weight"), lora.b.clone()));
                 lin.lora = Some(lora);
             }
-        }
-        if let Some(&bad) = cfg.layers.iter().find(|&&l| l >= self.cfg.n_layers) {
-            bail!("LoRA layer {bad} does not exist (model has {} layers)", self.cfg.n_layers);
         }
         Ok(params)
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub fn atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_path(path);
     let r = write(&tmp).and_then(|_| {
+        crash_point(path, &tmp);
         std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("{}: cannot flush", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
     });
@@ -23,6 +24,32 @@ pub fn atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     atomically(path, |tmp| std::fs::write(tmp, bytes).with_context(|| format!("cannot write {}", tmp.display())))
+}
+
+/// Crash testing: with `DEEPGUARD_CRASH_AT=<file name>:<n>` in the environment, the process
+/// kills itself (SIGKILL: no destructor, no flush) in the middle of the n-th atomic write of a
+/// file of that name, once half of the new content is in the temporary file. The crash tests
+/// use it to kill a run at a precise point (e.g. during a checkpoint write); unset, it costs
+/// one environment lookup per write.
+fn crash_point(path: &Path, tmp: &Path) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let Ok(spec) = std::env::var("DEEPGUARD_CRASH_AT") else { return };
+    let Some((name, n)) = spec.rsplit_once(':') else { return };
+    if path.file_name().is_none_or(|f| f != name) {
+        return;
+    }
+    if SEEN.fetch_add(1, Ordering::SeqCst) + 1 != n.parse::<usize>().unwrap_or(0) {
+        return;
+    }
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(tmp) {
+        let half = f.metadata().map(|m| m.len() / 2).unwrap_or(0);
+        let _ = f.set_len(half);
+    }
+    eprintln!("crash test: killed while writing {}", path.display());
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
 }
 
 fn temp_path(path: &Path) -> PathBuf {

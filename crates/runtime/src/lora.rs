@@ -80,6 +80,24 @@ impl LoraConfig {
     pub fn applies_to(&self, layer: usize) -> bool {
         self.layers.is_empty() || self.layers.contains(&layer)
     }
+
+    /// Checks the settings for a model of `n_layers` blocks before anything is allocated for
+    /// them (a rank read from a file sizes every adapter matrix).
+    pub fn validate(&self, n_layers: usize) -> Result<()> {
+        if self.rank == 0 || self.rank > 4096 {
+            bail!("LoRA rank {} is outside 1..=4096", self.rank);
+        }
+        if !self.alpha.is_finite() || !self.dropout.is_finite() || !(0.0..1.0).contains(&self.dropout) {
+            bail!("LoRA alpha {} / dropout {} must be finite (dropout in [0, 1))", self.alpha, self.dropout);
+        }
+        if self.targets.is_empty() {
+            bail!("LoRA has no target projections");
+        }
+        if let Some(&bad) = self.layers.iter().find(|&&l| l >= n_layers) {
+            bail!("LoRA layer {bad} does not exist (model has {n_layers} layers)");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -52,6 +52,9 @@ fn load_gguf(path: &Path, device: &Device) -> Result<Model> {
     let mut g = GgufFile::open(path)?;
     let cfg = g.config()?;
     let tokenizer = Tokenizer::from_gguf(&g)?;
+    if tokenizer.vocab_size > cfg.vocab_size {
+        bail!("{}: the tokenizer has {} tokens but the embedding only {} rows", path.display(), tokenizer.vocab_size, cfg.vocab_size);
+    }
     let mut qt = |name: &str| -> Result<Arc<candle_core::quantized::QTensor>> { Ok(Arc::new(g.tensor(name, device)?)) };
     let embed_q = qt("token_embd.weight")?;
     let hidden = cfg.hidden_size;

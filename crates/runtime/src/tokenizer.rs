@@ -35,7 +35,7 @@ impl Tokenizer {
         let path = g.path.display();
         let model = g.meta_str("tokenizer.ggml.model").unwrap_or("");
         if model != "gpt2" {
-            bail!("{path}: tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`)");
+            bail!("{path}: tokenizer model {} is not supported (only byte-level BPE, `gpt2`)", crate::gguf::show(model));
         }
         let tokens = string_array(g, "tokenizer.ggml.tokens")?;
         let merges = string_array(g, "tokenizer.ggml.merges")?;
@@ -46,11 +46,17 @@ impl Tokenizer {
         let pre = g.meta_str("tokenizer.ggml.pre").unwrap_or("default");
         let doc = bpe_tokenizer_json(&tokens, &types, &merges, pre).with_context(|| format!("{path}"))?;
         let inner = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&doc)?)
-            .map_err(|e| anyhow!("{path}: cannot build the tokenizer from GGUF metadata: {e}"))?;
-        let id = |k: &str| g.meta(k).and_then(value_to_u64).map(|x| x as u32);
-        let bos_id = id("tokenizer.ggml.bos_token_id");
-        let eos_id = id("tokenizer.ggml.eos_token_id");
-        let mut stop_ids: HashSet<u32> = [eos_id, id("tokenizer.ggml.eot_token_id")].into_iter().flatten().collect();
+            .map_err(|e| anyhow!("{path}: cannot build the tokenizer from GGUF metadata: {}", crate::gguf::show(&e.to_string())))?;
+        let id = |k: &str| -> Result<Option<u32>> {
+            match g.meta(k).and_then(value_to_u64) {
+                Some(x) if x < tokens.len() as u64 => Ok(Some(x as u32)),
+                Some(x) => bail!("{path}: `{k}` is {x}, outside the vocabulary of {} tokens", tokens.len()),
+                None => Ok(None),
+            }
+        };
+        let bos_id = id("tokenizer.ggml.bos_token_id")?;
+        let eos_id = id("tokenizer.ggml.eos_token_id")?;
+        let mut stop_ids: HashSet<u32> = [eos_id, id("tokenizer.ggml.eot_token_id")?].into_iter().flatten().collect();
         for (i, t) in tokens.iter().enumerate() {
             if END_TOKENS.contains(&t.as_str()) && types.get(i).copied().unwrap_or(1) == 3 {
                 stop_ids.insert(i as u32);
@@ -152,7 +158,7 @@ pub fn bpe_tokenizer_json(tokens: &[String], types: &[u64], merges: &[String], p
             {"type": "Digits", "individual_digits": true},
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}),
         "default" | "gpt2" | "gpt-2" => json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
-        other => bail!("pre-tokenizer `{other}` is not supported (qwen2, llama-bpe, smollm, default)"),
+        other => bail!("pre-tokenizer {} is not supported (qwen2, llama-bpe, smollm, default)", crate::gguf::show(other)),
     };
     let mut vocab = serde_json::Map::new();
     let mut added = Vec::new();

@@ -45,11 +45,14 @@ impl Sanitizer {
         let mut sb = self.runner.sandbox(work.path());
         sb.path_prepend.insert(0, wrap.clone());
         // Reports go to files in the work folder (the tests capture and drop the output).
-        sb.env.push(("ASAN_OPTIONS".into(), format!("log_path={}/asan:detect_leaks=0", logs.display())));
-        sb.env.push(("UBSAN_OPTIONS".into(), format!("log_path={}/ubsan:print_stacktrace=1", logs.display())));
-        // ASan reserves terabytes of shadow address space: no address-space limit then.
+        // ASan reserves terabytes of shadow address space: no address-space limit then; the
+        // sandbox bounds the run's resident memory, and ASan's own RSS limit ends the program
+        // a little earlier, in its own words.
         let base = self.runner.limits(sc.lang, 1);
         let lim = Limits { mem_bytes: if ubsan { base.mem_bytes } else { None }, ..base };
+        let rss_mb = lim.rss_bytes / (1 << 20) * 7 / 8;
+        sb.env.push(("ASAN_OPTIONS".into(), format!("log_path={}/asan:detect_leaks=0:hard_rss_limit_mb={rss_mb}", logs.display())));
+        sb.env.push(("UBSAN_OPTIONS".into(), format!("log_path={}/ubsan:print_stacktrace=1", logs.display())));
         let argv = ["python".to_string(), ut.join("functional.py").display().to_string(), "--path".into(), dir.display().to_string()];
         sb.run(&argv, b"", &lim)?;
         let mut reports: Vec<PathBuf> = std::fs::read_dir(&logs)?.flatten().map(|e| e.path()).collect();
@@ -62,6 +65,10 @@ impl Sanitizer {
 /// UBSan location, else the innermost stack frame in a `.c` file).
 pub fn sanitizer_finding(report: &str) -> Option<super::Finding> {
     let line = report.lines().find(|l| l.contains("ERROR: AddressSanitizer") || l.contains("runtime error:"))?;
+    // The memory limit, not a memory error.
+    if line.contains("rss limit exhausted") {
+        return None;
+    }
     let cwe = if line.contains("use-after-free") || line.contains("double-free") {
         "CWE-416"
     } else if line.contains("buffer-overflow") || line.contains("buffer-underflow") || line.contains("out of bounds") {
@@ -117,5 +124,6 @@ mod tests {
         assert_eq!(sanitizer_finding("a.c:3:9: runtime error: signed integer overflow: 2147483647 + 1 cannot be represented in type 'int'\n").unwrap().cwe, "CWE-190");
         assert_eq!(sanitizer_finding("==8==ERROR: AddressSanitizer: attempting free on address which was not malloc()-ed: 0x7ffd0aaa7800 in thread T0\n").unwrap().cwe, "CWE-590");
         assert!(sanitizer_finding("all good\n").is_none());
+        assert!(sanitizer_finding("==5==ERROR: AddressSanitizer: hard rss limit exhausted (3584Mb vs 3590Mb)\n").is_none());
     }
 }
