@@ -88,7 +88,7 @@ fn fuzz_eval_run_stores() {
         Jsonl::new(mdir.join("tests.jsonl")).load::<TestRec>()?;
         Jsonl::new(mdir.join(report::judge_file("bandit"))).load::<JudgeRec>()?;
         let run = report::load_method(&mdir, &scenarios, "bandit")?;
-        report::write_all(&out, &[run]).map_err(|e| e.context("report"))
+        report::write_all(&out, &[run], &[]).map_err(|e| e.context("report"))
     };
     let files = [("config.json", &seeds.0), ("samples.jsonl", &seeds.1), ("tests.jsonl", &seeds.2), ("judge-bandit.jsonl", &seeds.3)];
     let mut total = 0;
