@@ -222,29 +222,24 @@ impl Sandbox {
         }
         let a = self.bwrap_args(&work, uid, argv, limits)?;
         let cgroup = cgroup::Cgroup::create(uid, limits);
-        let with_cgroup = cgroup.is_some();
-        match self.spawn_and_wait(&a, uid, stdin, limits, cgroup) {
-            Err(Spawn::Cgroup(e)) if with_cgroup => {
-                // Joining the cgroup failed: no cgroups for this process from now on.
-                cgroup::disable(&e);
-                self.spawn_and_wait(&a, uid, stdin, limits, None).map_err(Spawn::into_anyhow)
-            }
-            r => r.map_err(Spawn::into_anyhow),
-        }
+        self.spawn_and_wait(&a, uid, stdin, limits, cgroup)
     }
 
-    fn spawn_and_wait(&self, a: &[String], uid: u32, stdin: &[u8], limits: &Limits, cgroup: Option<cgroup::Cgroup>) -> std::result::Result<Outcome, Spawn> {
-        let (st_r, st_w) = pipe().map_err(Spawn::Other)?;
+    fn spawn_and_wait(&self, a: &[String], uid: u32, stdin: &[u8], limits: &Limits, mut cgroup: Option<cgroup::Cgroup>) -> Result<Outcome> {
+        let (st_r, st_w) = pipe()?;
         let mut cmd = Command::new("bwrap");
         cmd.args(a).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let l = limits.clone();
         let st_fd = st_w.as_raw_fd();
         let procs = cgroup.as_ref().map(|c| c.procs_path());
+        // Between fork and exec only async-signal-safe calls: no allocation.
         unsafe {
             cmd.pre_exec(move || {
                 libc::setpgid(0, 0);
                 if let Some(p) = &procs {
-                    cgroup::join(p).map_err(|e| std::io::Error::new(e.kind(), format!("cgroup: {e}")))?;
+                    // Checked from the parent once the child runs (a failure must not abort
+                    // the run: the watchdog takes over).
+                    cgroup::join(p);
                 }
                 // The status pipe on fd 3; every other inherited descriptor closes at exec.
                 let high = libc::fcntl(st_fd, libc::F_DUPFD, 64);
@@ -272,14 +267,18 @@ impl Sandbox {
         drop(st_w);
         let mut child = match spawned {
             Ok(c) => c,
-            Err(e) if e.to_string().contains("cgroup:") => return Err(Spawn::Cgroup(e.to_string())),
             Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
                 let n: usize = a.iter().map(|s| s.len() + 1).sum();
-                return Err(Spawn::Other(anyhow::anyhow!("sandbox: the command line and environment ({n} bytes) are too large for the kernel")));
+                bail!("sandbox: the command line and environment ({n} bytes) are too large for the kernel");
             }
-            Err(e) => return Err(Spawn::Other(anyhow::Error::new(e).context("cannot start bwrap (run scripts/setup.sh)"))),
+            Err(e) => return Err(e).context("cannot start bwrap (run scripts/setup.sh)"),
         };
         let pgid = child.id() as i32;
+        if cgroup.as_ref().is_some_and(|c| !c.holds(child.id())) && child.try_wait()?.is_none() {
+            // The child could not join its cgroup: no cgroups in this process from now on.
+            cgroup::disable("a sandboxed process could not join its cgroup");
+            cgroup = None;
+        }
         let status_t = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = std::fs::File::from(st_r).read_to_string(&mut s);
@@ -303,7 +302,7 @@ impl Sandbox {
         let mut stopped: Option<(Ending, Instant)> = None;
         let mut last_check = Instant::now();
         let status = loop {
-            if let Some(st) = child.try_wait().map_err(|e| Spawn::Other(e.into()))? {
+            if let Some(st) = child.try_wait()? {
                 break Some(st);
             }
             match &stopped {
@@ -351,7 +350,7 @@ impl Sandbox {
         drop(cgroup);
         if !report.lines().any(|l| l == "ready") && stopped.is_none() {
             let code = status.and_then(|s| s.code());
-            return Err(Spawn::Other(anyhow::anyhow!("the sandbox could not start (bwrap exit {code:?}): {}", stderr.trim())));
+            bail!("the sandbox could not start (bwrap exit {code:?}): {}", stderr.trim());
         }
         let rc = report.lines().find_map(|l| l.strip_prefix("rc=")).and_then(|v| v.trim().parse::<i32>().ok());
         let ending = match (stopped, rc) {
@@ -512,21 +511,6 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-enum Spawn {
-    /// The child could not join its cgroup.
-    Cgroup(String),
-    Other(anyhow::Error),
-}
-
-impl Spawn {
-    fn into_anyhow(self) -> anyhow::Error {
-        match self {
-            Spawn::Cgroup(e) => anyhow::anyhow!("sandbox: {e}"),
-            Spawn::Other(e) => e,
-        }
-    }
-}
-
 /// Kills every live process whose real uid is `uid` (the run's processes: the uid is unique to
 /// the run), pass after pass until none is left (a fork bomb's children die with it: each pass
 /// kills every process it saw, and only a live process can start another).
@@ -683,6 +667,11 @@ pub mod cgroup {
             std::ffi::CString::new(self.dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap_or_default()
         }
 
+        /// Whether process `pid` is in this cgroup.
+        pub fn holds(&self, pid: u32) -> bool {
+            std::fs::read_to_string(self.dir.join("cgroup.procs")).is_ok_and(|s| s.lines().any(|l| l.trim() == pid.to_string()))
+        }
+
         /// Processes the kernel's OOM killer ended in this cgroup.
         pub fn oom_kills(&self) -> u64 {
             std::fs::read_to_string(self.dir.join("memory.events"))
@@ -695,30 +684,24 @@ pub mod cgroup {
     impl Drop for Cgroup {
         fn drop(&mut self) {
             let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+            // EBUSY while the killed processes are still leaving.
             for _ in 0..200 {
-                if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                    return;
+                match std::fs::remove_dir(&self.dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    _ => return,
                 }
-                std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
     }
 
-    /// In the child before exec: moves the calling process into the cgroup (`0` names the
-    /// writer itself).
-    pub fn join(procs: &std::ffi::CStr) -> std::io::Result<()> {
+    /// In the child before exec (async-signal-safe, no allocation): moves the calling process
+    /// into the cgroup (`0` names the writer itself). The parent checks with [`Cgroup::holds`].
+    pub fn join(procs: &std::ffi::CStr) {
         unsafe {
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            if ok {
-                Ok(())
-            } else {
-                Err(err)
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
             }
         }
     }
