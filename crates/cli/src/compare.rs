@@ -56,6 +56,7 @@ pub fn parse_method(spec: &str) -> Result<Box<dyn Method>> {
 pub fn run(a: Args) -> Result<()> {
     let methods: Vec<Box<dyn Method>> = a.methods.iter().map(|m| parse_method(m)).collect::<Result<_>>()?;
     let mut names: Vec<String> = methods.iter().map(|m| m.name()).collect();
+    names.sort();
     names.dedup();
     if names.len() != methods.len() {
         bail!("two --method specs give the same method name ({names:?}); each method needs its own folder");

@@ -154,17 +154,17 @@ pub fn run(a: Args) -> Result<()> {
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         }
     }
-    if a.json.json {
-    } else if !single {
-        for (i, s) in g.samples.iter().enumerate() {
+    if !a.json.json {
+        if single {
+            writeln!(out)?;
+        }
+        for (i, s) in g.samples.iter().enumerate().filter(|_| !single) {
             writeln!(out, "\n===== sample {} ({} tokens, {:?}) =====", i + 1, s.tokens.len(), s.finish_reason)?;
             if !a.chat {
                 write!(out, "{text}")?;
             }
             writeln!(out, "{}", s.text)?;
         }
-    } else {
-        writeln!(out)?;
     }
     eprintln!(
         "{} prompt tokens, {} generated in {:.2}s ({:.1} tok/s decode, prefill {:.2}s)",

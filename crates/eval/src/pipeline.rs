@@ -65,13 +65,12 @@ pub struct EvalConfig {
     pub rules: PathBuf,
 }
 
-/// What one stage did, for the caller to print.
+/// Wall time of each stage run, for the caller to print.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct StageTimes {
     pub generate_secs: f64,
     pub test_secs: f64,
     pub judge_secs: f64,
-    pub report_secs: f64,
 }
 
 impl EvalConfig {
