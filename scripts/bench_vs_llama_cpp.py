@@ -80,7 +80,7 @@ def main():
     import tempfile
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
         subprocess.run([exe, "bench", "-m", a.model, "--prompt-tokens", str(a.prompt_tokens), "--gen-tokens",
-                        str(a.gen_tokens), "--n", str(a.n), "--batched-pairs", str(a.batched_pairs), "--guided-repeats", str(a.guided_repeats), "--json", tmp.name], capture_output=True, check=True)
+                        str(a.gen_tokens), "--n", str(a.n), "--batched-pairs", str(a.batched_pairs), "--guided-repeats", str(a.guided_repeats), "--json-out", tmp.name], capture_output=True, check=True)
         ours = json.load(open(tmp.name))[0]
     rows = [
         ("prefill tok/s (%d-token prompt)" % a.prompt_tokens, ours["prefill_tok_s"], ref["prefill_tok_s"]),

@@ -115,3 +115,105 @@ impl JsonArgs {
         Ok(())
     }
 }
+
+/// `--config FILE.toml` and `--print-config` (train, eval): a settings file whose keys are the
+/// long flag names, so a file and a command line say the same thing in the same words.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ConfigArgs {
+    /// Read settings from this TOML file; its keys are the long flag names (`lora-layers =
+    /// "top4"`, `scenario = ["cwe-089"]`, `no-asan = true`). A flag given on the command line
+    /// wins over the file. `--print-config` writes such a file.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Print the settings in effect (command line, then --config, then defaults) as TOML, and
+    /// exit without running.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Flags that are not settings (never read from or written to a settings file).
+const NOT_SETTINGS: &[&str] = &["help", "version", "config", "print_config"];
+
+/// Applies `--config` of the chosen subcommand: the file's keys become flags appended to the
+/// command line, except keys the command line already gives. Returns the matches to build the
+/// arguments from. An unknown key, a value of the wrong kind or a file that is not TOML is one
+/// error naming the file.
+pub fn apply_config(cmd: clap::Command, argv: Vec<std::ffi::OsString>, matches: clap::ArgMatches) -> Result<clap::ArgMatches> {
+    use clap::parser::ValueSource;
+    let Some((name, sm)) = matches.subcommand() else { return Ok(matches) };
+    let Some(file) = sm.try_get_one::<PathBuf>("config").ok().flatten().cloned() else { return Ok(matches) };
+    let sub = cmd.find_subcommand(name).expect("the parsed subcommand exists").clone();
+    let text = std::fs::read_to_string(&file).with_context(|| format!("{}: cannot read the settings file", file.display()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a valid TOML settings file: {}", file.display(), e.message()))?;
+    let mut extra: Vec<std::ffi::OsString> = vec![];
+    for (key, value) in &table {
+        let arg = sub.get_arguments().find(|a| a.get_long() == Some(key.as_str()) && !NOT_SETTINGS.contains(&a.get_id().as_str()));
+        let Some(arg) = arg else { anyhow::bail!("{}: unknown key `{key}`: not a setting of `deepguard {name}` (see --print-config)", file.display()) };
+        if sm.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+            continue;
+        }
+        let flag = format!("--{key}");
+        let is_switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        match value {
+            toml::Value::Boolean(b) if is_switch => {
+                if *b {
+                    extra.push(flag.into());
+                }
+            }
+            _ if is_switch => anyhow::bail!("{}: `{key}` is a switch: write `{key} = true` or `false`", file.display()),
+            toml::Value::Array(items) => {
+                for it in items {
+                    extra.push(flag.clone().into());
+                    extra.push(scalar(it).with_context(|| format!("{}: `{key}`", file.display()))?.into());
+                }
+            }
+            v => {
+                extra.push(flag.into());
+                extra.push(scalar(v).with_context(|| format!("{}: `{key}`", file.display()))?.into());
+            }
+        }
+    }
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().chain(extra).collect();
+    cmd.try_get_matches_from(argv).map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_start_matches("error: ").trim()))
+}
+
+fn scalar(v: &toml::Value) -> Result<String> {
+    Ok(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => anyhow::bail!("expected a string, number or boolean, found {}", other.type_str()),
+    })
+}
+
+/// The settings in effect for subcommand `sub` as a TOML document (what `--print-config`
+/// prints and `--config` reads back). Unset optional flags appear as comments.
+pub fn settings_toml(sub: &clap::Command, m: &clap::ArgMatches) -> String {
+    let mut out = format!("# deepguard {} settings (read back with --config FILE.toml)\n", sub.get_name());
+    for arg in sub.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else { continue };
+        if NOT_SETTINGS.contains(&id) {
+            continue;
+        }
+        let raw: Option<Vec<String>> = m.get_raw(id).map(|vs| vs.map(|v| v.to_string_lossy().into_owned()).collect());
+        let is_switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let many = matches!(arg.get_action(), clap::ArgAction::Append) || arg.get_value_delimiter().is_some();
+        match raw {
+            None => out.push_str(&format!("# {long} = (not set)\n")),
+            Some(vs) if is_switch => out.push_str(&format!("{long} = {}\n", vs.first().map(|v| v == "true").unwrap_or(false))),
+            Some(vs) if many => out.push_str(&format!("{long} = [{}]\n", vs.iter().map(|v| typed(v)).collect::<Vec<_>>().join(", "))),
+            Some(vs) => out.push_str(&format!("{long} = {}\n", typed(vs.first().map(String::as_str).unwrap_or("")))),
+        }
+    }
+    out
+}
+
+/// A raw flag value as a TOML value: a number when TOML reads it as one, else a string.
+fn typed(v: &str) -> String {
+    match toml::from_str::<toml::Table>(&format!("x = {v}")).ok().and_then(|t| t.get("x").cloned()) {
+        Some(toml::Value::Integer(_) | toml::Value::Float(_)) => v.to_string(),
+        _ => toml::Value::String(v.to_string()).to_string(),
+    }
+}

@@ -3,7 +3,6 @@ use deepguard_runtime::generate::{generate, Guidance, SamplingParams};
 use deepguard_runtime::hooks::{AddBias, AddVector};
 use deepguard_runtime::models::DEFAULT_MODEL;
 use serde::Serialize;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,9 +32,8 @@ pub struct Args {
     /// a pair close in time, so that the host's load swings hit both.
     #[arg(long, default_value_t = 32)]
     pub guided_tokens: usize,
-    /// Write the results as JSON to this file as well.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: crate::args::JsonArgs,
 }
 
 #[derive(Serialize)]
@@ -204,6 +202,12 @@ pub fn run(a: Args) -> Result<()> {
             peak_rss_mib: peak_rss_mib(),
         });
     }
+    let v = serde_json::to_value(&rows)?;
+    a.json.write(&v)?;
+    if a.json.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     println!(
         "| model | threads | prefill tok/s ({} tok) | decode tok/s | batch n | batched aggregate tok/s | batched / single (median of {} pairs) | decode plain / guided tok/s (medians of {}) | guided / plain (median of pairs) | peak RSS MiB |",
         a.prompt_tokens, a.batched_pairs, a.guided_repeats
@@ -224,11 +228,6 @@ pub fn run(a: Args) -> Result<()> {
             r.guided_over_plain,
             r.peak_rss_mib
         );
-    }
-    let js = serde_json::to_string_pretty(&rows)?;
-    println!("{js}");
-    if let Some(p) = a.json {
-        std::fs::write(&p, &js)?;
     }
     Ok(())
 }

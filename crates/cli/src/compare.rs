@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use deepguard_eval::compare::{compare, markdown, svg};
 use deepguard_eval::pipeline::{self, Stage};
 use deepguard_eval::report;
+use deepguard_eval::rerank::{By, Rerank};
 use deepguard_methods::guided::Guided;
 use deepguard_methods::prior::BiasRule;
 use deepguard_runtime::files::write_atomic;
@@ -18,8 +19,9 @@ use std::path::PathBuf;
 pub struct Args {
     /// A method to compare (repeatable; the first is the baseline): `base`,
     /// `steer:DIR:CWE|auto[@ALPHA]` or `steer:FILE.gguf[@ALPHA]` (steering, default alpha 4),
-    /// `guard:DIR[@STRENGTH]` (DeepGuard, default strength 1), or both joined by `+`
-    /// (`guard:DIR+steer:DIR:auto@2`).
+    /// `guard:DIR[@STRENGTH]` (DeepGuard, default strength 1), `rerank:K[:static|analyzer|both]`
+    /// (keep the most secure of K candidates by the static judge, the guard's analyzer, or
+    /// both), or several joined by `+` (`guard:DIR+steer:DIR:auto@2`, `guard:DIR+rerank:4:both`).
     #[arg(long = "method", required = true, value_name = "SPEC")]
     pub methods: Vec<String>,
     /// Bootstrap resamples for the intervals.
@@ -36,8 +38,14 @@ pub fn parse_method(spec: &str) -> Result<Box<dyn Method>> {
     if spec == "base" {
         return Ok(Box::new(Base));
     }
-    let (mut steer, mut guard) = (None, None);
+    let (mut steer, mut guard, mut rerank) = (None, None, None);
     for part in spec.split('+') {
+        if let Some(rest) = part.strip_prefix("rerank:") {
+            let (k, by) = rest.split_once(':').unwrap_or((rest, "static"));
+            let k: usize = k.parse().ok().filter(|&k| k >= 2).with_context(|| format!("--method {spec}: rerank:{rest}: expected a number of candidates >= 2"))?;
+            rerank = Some((k, By::parse(by).with_context(|| format!("--method {spec}"))?));
+            continue;
+        }
         let (body, strength) = match part.rsplit_once('@') {
             Some((b, s)) => (b, Some(s.parse::<f64>().with_context(|| format!("--method {spec}: {s:?} is not a number"))?)),
             None => (part, None),
@@ -47,10 +55,14 @@ pub fn parse_method(spec: &str) -> Result<Box<dyn Method>> {
         } else if let Some(rest) = body.strip_prefix("guard:") {
             guard = Some((PathBuf::from(rest), BiasRule::Paper, strength.unwrap_or(1.0) as f32));
         } else {
-            bail!("--method {spec}: {part:?} is not base, steer:... or guard:...");
+            bail!("--method {spec}: {part:?} is not base, steer:..., guard:... or rerank:K");
         }
     }
-    Ok(Box::new(Guided::new(steer, guard, false)))
+    let method: Box<dyn Method> = if steer.is_none() && guard.is_none() { Box::new(Base) } else { Box::new(Guided::new(steer, guard, false)) };
+    Ok(match rerank {
+        Some((k, by)) => Box::new(Rerank { inner: method, k, by }),
+        None => method,
+    })
 }
 
 pub fn run(a: Args) -> Result<()> {

@@ -4,6 +4,7 @@ use crate::args::{BenchArgs, ModelArgs, SamplingArgs, VenvArgs};
 use anyhow::Result;
 use deepguard_eval::pipeline::{self, EvalConfig, Stage};
 use deepguard_eval::report::MethodRun;
+use deepguard_eval::rerank::{By, Rerank};
 use deepguard_runtime::generate::{Base, Method};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -45,6 +46,14 @@ pub struct EvalArgs {
     /// CLI, else the CLI's bundled query packs.
     #[arg(long, value_name = "DIR")]
     pub codeql_repo: Option<PathBuf>,
+    /// Rerank: sample K candidates per sample with the method and keep the one scored most secure
+    /// (see --rerank-by).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
+    pub rerank: Option<u64>,
+    /// What scores the rerank's candidates: the static judge, the guard's analyzer (needs
+    /// --guard), or both (findings first, then the analyzer).
+    #[arg(long, value_enum, default_value = "static", requires = "rerank")]
+    pub rerank_by: By,
     /// Parallel unit-test runs [default: the number of cores].
     #[arg(long, short)]
     pub jobs: Option<usize>,
@@ -71,6 +80,8 @@ pub struct Args {
     pub run: RunArgs,
     #[command(flatten)]
     pub guided: crate::guided::GuidanceArgs,
+    #[command(flatten)]
+    pub config: crate::args::ConfigArgs,
 }
 
 /// The pipeline's settings from the shared argument groups.
@@ -101,6 +112,10 @@ pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     let cfg = config(&a.run)?;
     let method: Box<dyn Method> = if a.guided.is_base() { Box::new(Base) } else { Box::new(a.guided.method(false)?) };
+    let method: Box<dyn Method> = match a.run.eval.rerank {
+        Some(k) => Box::new(Rerank { inner: method, k: k as usize, by: a.run.eval.rerank_by }),
+        None => method,
+    };
     let p = &cfg.params;
     eprintln!("{} scenarios from {}, method {}, n={}, T={}, top-p={}", cfg.scenarios.len(), cfg.data.display(), method.name(), p.n, p.temperature, p.top_p);
     let times = pipeline::run(&cfg, method.as_ref(), &|| crate::load_model(&cfg.model))?;

@@ -25,8 +25,8 @@ pub struct GuidanceArgs {
     #[arg(long, default_value_t = 1.0, requires = "guard")]
     pub guard_strength: f32,
     /// Bias rule: `paper` (1 - s_prompt) * T, or `reference` (the authors' code).
-    #[arg(long, default_value = "paper", value_parser = ["paper", "reference"], requires = "guard")]
-    pub bias_rule: String,
+    #[arg(long, value_enum, default_value = "paper", requires = "guard")]
+    pub bias_rule: BiasRule,
 }
 
 impl GuidanceArgs {
@@ -36,7 +36,7 @@ impl GuidanceArgs {
     }
 
     pub fn method(&self, verbose: bool) -> Result<Guided> {
-        let guard = self.guard.clone().map(|d| BiasRule::parse(&self.bias_rule).map(|r| (d, r, self.guard_strength))).transpose()?;
+        let guard = self.guard.clone().map(|d| (d, self.bias_rule, self.guard_strength));
         Ok(Guided::new(self.steer.clone().map(|s| (s, self.alpha)), guard, verbose))
     }
 }

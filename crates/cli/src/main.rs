@@ -14,7 +14,7 @@ mod serve;
 mod steer;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "deepguard", version, about = "Make a code LLM write secure code, and prove that it does.")]
@@ -53,8 +53,26 @@ enum Cmd {
     Serve(serve::Args),
 }
 
+/// Parses the command line, applies `--config`, and answers `--print-config`.
+fn parse() -> anyhow::Result<Cli> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(argv.clone());
+    let matches = args::apply_config(Cli::command(), argv, matches)?;
+    if let Some((name, sm)) = matches.subcommand() {
+        if sm.try_get_one::<bool>("print_config").ok().flatten() == Some(&true) {
+            let cmd = Cli::command();
+            print!("{}", args::settings_toml(cmd.find_subcommand(name).expect("parsed"), sm));
+            std::process::exit(0);
+        }
+    }
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse().unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        std::process::exit(2)
+    });
     let r = match cli.cmd {
         Cmd::Generate(a) => generate::run(a),
         Cmd::Inspect(a) => inspect::run(a),

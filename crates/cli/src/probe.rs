@@ -18,8 +18,8 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 128)]
     pub window: usize,
     /// `end`: the window ends with the last changed token; `center`: centred on the change.
-    #[arg(long, default_value = "end", value_parser = ["end", "center"])]
-    pub align: String,
+    #[arg(long, value_enum, default_value = "end")]
+    pub align: Align,
     /// Cut both sides of a pair to the same token count (removes length as a cue).
     #[arg(long)]
     pub equal_length: bool,
@@ -27,8 +27,8 @@ pub struct DataArgs {
     #[arg(long)]
     pub max_pairs_per_cwe: Option<usize>,
     /// Malformed data lines: report and skip them, or stop.
-    #[arg(long, default_value = "skip", value_parser = ["skip", "refuse"])]
-    pub on_malformed: String,
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_malformed: OnMalformed,
     /// Activation cache folder.
     #[arg(long, default_value = ".cache/activations")]
     pub cache: PathBuf,
@@ -39,13 +39,12 @@ pub struct DataArgs {
 
 impl DataArgs {
     pub fn spec(&self) -> WindowSpec {
-        WindowSpec { budget: self.window, align: if self.align == "center" { Align::Center } else { Align::End }, equal_length: self.equal_length }
+        WindowSpec { budget: self.window, align: self.align, equal_length: self.equal_length }
     }
 
     /// Loads the pairs (reporting skipped lines on stderr).
     pub fn pairs(&self) -> Result<(Vec<Pair>, usize)> {
-        let policy = if self.on_malformed == "refuse" { OnMalformed::Refuse } else { OnMalformed::Skip };
-        let loaded = data::load(&self.data, policy)?;
+        let loaded = data::load(&self.data, self.on_malformed)?;
         for s in &loaded.skipped {
             eprintln!("skipped {s}");
         }
@@ -72,9 +71,9 @@ impl DataArgs {
 pub struct Args {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Poolings to probe (comma-separated): last, mean, changed.
-    #[arg(long, default_value = "last,mean,changed")]
-    pub pooling: String,
+    /// Poolings to probe (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "last,mean,changed")]
+    pub pooling: Vec<Pooling>,
     /// Cross-validation folds (both sides of a pair always in the same fold).
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
@@ -95,12 +94,9 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-pub fn parse_poolings(s: &str) -> Result<Vec<Pooling>> {
-    s.split(',').map(|p| Pooling::parse(p.trim())).collect()
-}
 
 pub fn run(a: Args) -> Result<()> {
-    let poolings = parse_poolings(&a.pooling)?;
+    let poolings = a.pooling.clone();
     if a.folds < 2 {
         bail!("--folds must be at least 2");
     }

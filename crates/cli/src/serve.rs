@@ -3,7 +3,6 @@
 use crate::args::ModelArgs;
 use crate::guided::GuidanceArgs;
 use anyhow::{bail, Result};
-use deepguard_methods::prior::BiasRule;
 use deepguard_serve::http::HttpConfig;
 use deepguard_serve::methods::Methods;
 use deepguard_serve::ServeConfig;
@@ -58,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--api-key must not be empty");
     }
     let mut model = crate::load_model(&a.model.model)?;
-    let guard = a.guided.guard.clone().map(|d| BiasRule::parse(&a.guided.bias_rule).map(|r| (d, r, a.guided.guard_strength))).transpose()?;
+    let guard = a.guided.guard.clone().map(|d| (d, a.guided.bias_rule, a.guided.guard_strength));
     let methods = Methods::load(&mut model, guard, a.guided.steer.clone().map(|s| (s, a.guided.alpha)))?;
     let model_id = match deepguard_runtime::models::KNOWN_MODELS.iter().find(|k| k.name == a.model.model) {
         Some(k) => k.name.to_string(),

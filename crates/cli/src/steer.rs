@@ -1,6 +1,6 @@
 use crate::probe::{read_report, DataArgs};
 use anyhow::{bail, Context, Result};
-use deepguard_methods::data::{self, OnMalformed};
+use deepguard_methods::data;
 use deepguard_methods::probe::Pooling;
 use deepguard_methods::steer;
 use std::path::PathBuf;
@@ -17,7 +17,9 @@ pub enum Cmd {
 pub struct BuildArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Steer this decoder block (0-based output of block L = llama.cpp direction.L).
+    /// Steer this decoder block (0-based output of block L = llama.cpp direction.L) [default:
+    /// two thirds up the model, block 16 of 24 for Qwen2.5-Coder-0.5B, chosen by `compare` on
+    /// generated code; or --probe].
     #[arg(long, conflicts_with = "probe")]
     pub layer: Option<usize>,
     /// Choose the layer from this probe.json (accuracy within --tol of the peak, then the largest
@@ -29,8 +31,8 @@ pub struct BuildArgs {
     #[arg(long, default_value_t = 0.03)]
     pub tol: f64,
     /// Representation the vectors are built from (last = last token of the window).
-    #[arg(long, default_value = "last", value_parser = ["last", "mean", "changed"])]
-    pub pooling: String,
+    #[arg(long, value_enum, default_value = "last")]
+    pub pooling: Pooling,
     /// L2 strength of the probes stored with the vectors (probe-then-steer).
     #[arg(long, default_value_t = 0.1)]
     pub l2: f64,
@@ -54,17 +56,17 @@ pub struct SweepArgs {
     #[arg(long, default_value = "1,2,4,8")]
     pub alphas: String,
     /// Representation the vectors are built from (last = last token of the window).
-    #[arg(long, default_value = "last", value_parser = ["last", "mean", "changed"])]
-    pub pooling: String,
+    #[arg(long, value_enum, default_value = "last")]
+    pub pooling: Pooling,
     /// Use at most N validation pairs per CWE.
     #[arg(long)]
     pub max_val_pairs_per_cwe: Option<usize>,
     /// Largest acceptable fluency cost (nats per unchanged token).
     #[arg(long, default_value_t = 0.1)]
     pub max_cost: f64,
-    /// Write the grid as JSON here too.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    /// Also write the grid as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
 }
 
 pub fn run(cmd: Cmd) -> Result<()> {
@@ -79,7 +81,7 @@ fn parse_list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>> {
 }
 
 fn build(a: BuildArgs) -> Result<()> {
-    let pooling = Pooling::parse(&a.pooling)?;
+    let pooling = a.pooling;
     let report = a.probe.as_ref().map(|p| read_report(p)).transpose()?;
     let (pairs, _) = a.data.pairs()?;
     let model = crate::load_model(&a.data.model)?;
@@ -95,7 +97,11 @@ fn build(a: BuildArgs) -> Result<()> {
             eprintln!("layer {l} chosen from the probe: accuracy {:.3} (peak {:.3} at {}), relative norm {:.3}", s.accuracy, g.peak().accuracy, g.peak().layer, s.rel_norm);
             l
         }
-        (None, None) => bail!("give --layer L or --probe probe.json"),
+        (None, None) => {
+            let l = steer::default_layer(model.cfg().n_layers);
+            eprintln!("steering block {l} (the default: two thirds up the model's {} blocks)", model.cfg().n_layers);
+            l
+        }
     };
     let acts = a.data.activations(&model, &pairs)?;
     let vectors = steer::build(&model, &acts, pooling, layer, &a.data.spec(), a.l2)?;
@@ -112,10 +118,10 @@ fn build(a: BuildArgs) -> Result<()> {
 }
 
 fn sweep(a: SweepArgs) -> Result<()> {
-    let pooling = Pooling::parse(&a.pooling)?;
+    let pooling = a.pooling;
     let alphas: Vec<f64> = parse_list(&a.alphas, "alphas")?;
     let (pairs, _) = a.data.pairs()?;
-    let policy = if a.data.on_malformed == "refuse" { OnMalformed::Refuse } else { OnMalformed::Skip };
+    let policy = a.data.on_malformed;
     let mut val = data::load(&a.val, policy)?.pairs;
     if let Some(n) = a.max_val_pairs_per_cwe {
         val = data::limit_per_cwe(val, n);
@@ -139,7 +145,7 @@ fn sweep(a: SweepArgs) -> Result<()> {
         Some(b) => println!("\nbest: layer {} alpha {} (security gain {:+.4}, fluency cost {:+.4}, {} validation pairs)", b.layer, b.alpha, b.security_gain, b.fluency_cost, b.n_pairs),
         None => println!("\nno cell keeps the fluency cost under {}", a.max_cost),
     }
-    if let Some(p) = &a.json {
+    if let Some(p) = &a.json_out {
         deepguard_runtime::files::write_atomic(p, serde_json::to_string_pretty(&cells)?.as_bytes())?;
     }
     Ok(())

@@ -1,10 +1,10 @@
 use anyhow::{bail, Result};
 use deepguard_methods::aggregator::Mode;
 use deepguard_methods::data::{self, OnMalformed};
-use deepguard_methods::prior::PriorRule;
+use deepguard_methods::prior::PriorName;
 use deepguard_methods::train::{self, RunOptions, TrainConfig};
 use deepguard_runtime::lora::Proj;
-use deepguard_runtime::models::DEFAULT_MODEL;
+use deepguard_runtime::models::{shared_data, DEFAULT_MODEL};
 use std::path::PathBuf;
 
 /// Train DeepGuard (LoRA adapters + multi-layer aggregator + security analyzer) on paired
@@ -16,14 +16,14 @@ pub struct Args {
     #[arg(long, short, default_value = DEFAULT_MODEL)]
     pub model: String,
     /// Training pair files or folders of *.jsonl (repeatable); add ../shared/data/safecoder/train
-    /// for SafeCoder.
-    #[arg(long = "train", default_value = "../shared/data/sven/train")]
+    /// for SafeCoder [default: SVEN train, ../shared/data/sven/train beside deepguard's home].
+    #[arg(long = "train")]
     pub train: Vec<PathBuf>,
-    /// Validation pairs (early stopping, analyzer accuracy).
-    #[arg(long = "val", default_value = "../shared/data/sven/val")]
+    /// Validation pairs (early stopping, analyzer accuracy) [default: SVEN val].
+    #[arg(long = "val")]
     pub val: Vec<PathBuf>,
     /// Output folder.
-    #[arg(long, short)]
+    #[arg(long, short, default_value = "runs/guard")]
     pub out: PathBuf,
     /// Continue the run in --out from its last checkpoint (same options).
     #[arg(long)]
@@ -38,8 +38,8 @@ pub struct Args {
     #[arg(long, default_value_t = 128)]
     pub window: usize,
     /// Aggregator: attention over the top layers, their plain mean, or the last layer only.
-    #[arg(long, default_value = "attention", value_parser = ["attention", "mean", "last"])]
-    pub aggregator: String,
+    #[arg(long, value_enum, default_value = "attention")]
+    pub aggregator: Mode,
     /// Number of top layers the aggregator reads.
     #[arg(long, default_value_t = 4)]
     pub agg_layers: usize,
@@ -92,9 +92,9 @@ pub struct Args {
     /// Margin delta of L_sec.
     #[arg(long, default_value_t = 0.5)]
     pub margin: f64,
-    /// T_stats rule: `counts` (order-free, default) or `running` (the reference code's).
-    #[arg(long, default_value = "counts", value_parser = ["counts", "running"])]
-    pub prior: String,
+    /// T_stats rule: `counts` (order-free) or `running` (the reference code's).
+    #[arg(long, value_enum, default_value = "counts")]
+    pub prior: PriorName,
     /// Random seed (initialisation, data order, dropout); a resumed run continues the same sequence.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -102,8 +102,8 @@ pub struct Args {
     #[arg(long)]
     pub max_pairs_per_cwe: Option<usize>,
     /// Malformed data lines: report and skip them, or stop.
-    #[arg(long, default_value = "skip", value_parser = ["skip", "refuse"])]
-    pub on_malformed: String,
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_malformed: OnMalformed,
     /// Feature cache folder (frozen-layer outputs).
     #[arg(long, default_value = ".cache/guard-features")]
     pub cache: PathBuf,
@@ -122,6 +122,8 @@ pub struct Args {
     /// Stop (with a checkpoint) after N optimizer steps in this invocation.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    #[command(flatten)]
+    pub config: crate::args::ConfigArgs,
 }
 
 fn lora_layers(spec: &str, n: usize) -> Result<Vec<usize>> {
@@ -144,7 +146,7 @@ fn lora_layers(spec: &str, n: usize) -> Result<Vec<usize>> {
 
 pub fn run(a: Args) -> Result<()> {
     let mut model = crate::load_model(&a.model)?;
-    let policy = if a.on_malformed == "refuse" { OnMalformed::Refuse } else { OnMalformed::Skip };
+    let policy = a.on_malformed;
     let load = |p: &[PathBuf]| -> Result<Vec<data::Pair>> {
         let l = data::load(p, policy)?;
         for s in &l.skipped {
@@ -155,12 +157,13 @@ pub fn run(a: Args) -> Result<()> {
             None => l.pairs,
         })
     };
-    let train_pairs = load(&a.train)?;
-    let val_pairs = load(&a.val)?;
+    let or_sven = |v: &[PathBuf], split: &str| if v.is_empty() { vec![shared_data(&format!("sven/{split}"))] } else { v.to_vec() };
+    let train_pairs = load(&or_sven(&a.train, "train"))?;
+    let val_pairs = load(&or_sven(&a.val, "val"))?;
     let n = model.cfg().n_layers;
     let mut cfg = TrainConfig::reference(&model, 2);
     cfg.window = a.window;
-    cfg.aggregator = Mode::parse(&a.aggregator)?;
+    cfg.aggregator = a.aggregator;
     cfg.agg_layers = a.agg_layers;
     cfg.lora = if a.analyzer_only {
         None
@@ -189,7 +192,7 @@ pub fn run(a: Args) -> Result<()> {
     cfg.w_kl = a.w_kl;
     cfg.margin = a.margin;
     cfg.seed = a.seed;
-    cfg.prior = PriorRule::parse(&a.prior)?;
+    cfg.prior = a.prior.rule();
     eprintln!(
         "training on {} pairs, validating on {}; adapters: {}; aggregator {} over {} layers",
         train_pairs.len(),
@@ -198,7 +201,7 @@ pub fn run(a: Args) -> Result<()> {
             Some(l) => format!("r={} on {:?} of blocks {:?}", l.rank, l.targets.iter().map(|p| p.hf_name()).collect::<Vec<_>>(), l.layers),
             None => "none (analyzer only)".into(),
         },
-        a.aggregator,
+        a.aggregator.name(),
         a.agg_layers
     );
     let run = RunOptions {

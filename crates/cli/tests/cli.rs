@@ -185,3 +185,60 @@ fn every_flag_of_every_command_has_help_text() {
     }
     assert!(missing.is_empty(), "flags without help text:\n{}", missing.join("\n"));
 }
+
+/// `--print-config` writes the settings in effect as TOML; `--config` reads such a file back,
+/// with the command line winning over the file; an unknown key or a bad value is one error
+/// naming the file.
+#[test]
+fn settings_files_round_trip_and_the_command_line_wins() {
+    let d = tempfile::tempdir().unwrap();
+    let text = |o: &Output| {
+        assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout.clone()).unwrap()
+    };
+    let printed = text(&run(&["train", "--lora-layers", "top4", "--lr", "0.0003", "--epochs", "2", "--aggregator", "mean", "--analyzer-only", "--print-config"]));
+    let table: toml::Table = toml::from_str(&printed).unwrap_or_else(|e| panic!("not TOML: {e}\n{printed}"));
+    assert_eq!(table["lora-layers"].as_str(), Some("top4"));
+    assert_eq!(table["lr"].as_float(), Some(0.0003));
+    assert_eq!(table["epochs"].as_integer(), Some(2));
+    assert_eq!(table["aggregator"].as_str(), Some("mean"));
+    assert_eq!(table["analyzer-only"].as_bool(), Some(true));
+    assert_eq!(table["resume"].as_bool(), Some(false));
+    assert!(!table.contains_key("config") && !table.contains_key("print-config") && !table.contains_key("help"));
+
+    // Read back: the same settings, except what the command line overrides.
+    let f = d.path().join("train.toml");
+    std::fs::write(&f, &printed).unwrap();
+    let again: toml::Table = toml::from_str(&text(&run(&["train", "--config", f.to_str().unwrap(), "--print-config"]))).unwrap();
+    assert_eq!(again, table);
+    let over: toml::Table = toml::from_str(&text(&run(&["train", "--config", f.to_str().unwrap(), "--epochs", "7", "--print-config"]))).unwrap();
+    assert_eq!(over["epochs"].as_integer(), Some(7));
+    assert_eq!(over["lora-layers"].as_str(), Some("top4"));
+
+    // eval: list-valued flags are arrays and come back as repeated flags.
+    std::fs::write(&f, "scenario = [\"cwe-089\", \"cwe-078\"]\nno-asan = true\nn = 3\n").unwrap();
+    let ev: toml::Table = toml::from_str(&text(&run(&["eval", "--config", f.to_str().unwrap(), "--print-config"]))).unwrap();
+    assert_eq!(ev["scenario"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>(), ["cwe-089", "cwe-078"]);
+    assert_eq!(ev["no-asan"].as_bool(), Some(true));
+    assert_eq!(ev["n"].as_integer(), Some(3));
+
+    // Errors name the file and the key, and exit non-zero.
+    for (body, want) in [("epoch = 3\n", "unknown key `epoch`"), ("epochs = \"many\"\n", "invalid value 'many'"), ("aggregator = \"max\"\n", "invalid value 'max'"), ("resume = 1\n", "`resume` is a switch"), ("lr = [\n", "not a valid TOML")] {
+        std::fs::write(&f, body).unwrap();
+        let o = run(&["train", "--config", f.to_str().unwrap(), "--print-config"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{body:?} was accepted");
+        assert!(err.contains(f.to_str().unwrap()) && err.contains(want), "{body:?}: {err}");
+    }
+}
+
+/// Choice flags list their values and refuse others (clap value enums).
+#[test]
+fn choice_flags_list_their_values() {
+    let o = run(&["train", "--prior", "median"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("counts") && err.contains("running"), "{err}");
+    let help = String::from_utf8(run(&["eval", "--help"]).stdout).unwrap();
+    assert!(help.contains("[possible values: paper, reference]") && help.contains("--rerank <K>"), "{help}");
+}

@@ -4,15 +4,24 @@
 //! independent draws of the benchmark), so the interval says how much of a gain would survive
 //! another draw of scenarios like these. Held-out CWEs (split `untrain`) are reported apart.
 
-use crate::metrics::Rates;
+use crate::metrics::{Rates, Table};
 use crate::report::MethodRun;
 use deepguard_runtime::rng::SplitMix;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// The metrics compared, by name and accessor.
-pub const METRICS: &[(&str, fn(&Rates) -> Option<f64>)] = &[("pass@1", |r| r.pass_at_1), ("sec-pass@1", |r| r.sec_pass_at_1)];
+/// A compared metric: its name, the verdict table it is read from, and the rate.
+pub type Metric = (&'static str, fn(&MethodRun) -> &Table, fn(&Rates) -> Option<f64>);
+
+/// The metrics compared: pass@1, sec-pass@1 under the combined judge, and sec-pass@1 under the
+/// security tests alone (over the scenarios that have one): a method tuned against the static
+/// tools (e.g. a rerank) is read through a judge it never saw.
+pub const METRICS: &[Metric] = &[
+    ("pass@1", |r| &r.table, |r| r.pass_at_1),
+    ("sec-pass@1", |r| &r.table, |r| r.sec_pass_at_1),
+    ("sec-pass@1 exploit", |r| &r.exploit_table, |r| r.sec_pass_at_1),
+];
 
 /// A method's mean change against the baseline on one metric over a group of scenarios.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -51,9 +60,9 @@ pub struct MethodDiffs {
     pub per_scenario: Vec<(String, Vec<f64>)>,
 }
 
-/// Per-scenario rates of a run, by scenario id.
-fn rates(run: &MethodRun) -> BTreeMap<String, (Rates, usize)> {
-    run.table.scenarios.iter().map(|r| (r.name.clone(), (r.rates, r.counts.n))).collect()
+/// Per-scenario rates of one of a run's tables, by scenario id.
+fn rates(table: &Table) -> BTreeMap<String, (Rates, usize)> {
+    table.scenarios.iter().map(|r| (r.name.clone(), (r.rates, r.counts.n))).collect()
 }
 
 /// The group a scenario belongs to by its split (`base/...` trained CWEs, `untrain/...` held out).
@@ -81,8 +90,9 @@ pub fn bootstrap(d: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
 
 /// Compares `other` with `base` over the scenarios complete in both.
 pub fn compare(base: &MethodRun, other: &MethodRun, resamples: usize, seed: u64) -> MethodDiffs {
-    let (b, o) = (rates(base), rates(other));
+    let (b, o) = (rates(&base.table), rates(&other.table));
     let ids: Vec<&String> = b.keys().filter(|k| o.contains_key(*k)).collect();
+    let per_metric: Vec<_> = METRICS.iter().map(|(_, t, _)| (rates(t(base)), rates(t(other)))).collect();
     let mut groups = BTreeMap::new();
     for group in ["all", "trained", "held-out"] {
         let sel: Vec<&String> = ids.iter().copied().filter(|id| group == "all" || group_of(id) == group).collect();
@@ -91,8 +101,9 @@ pub fn compare(base: &MethodRun, other: &MethodRun, resamples: usize, seed: u64)
         }
         let diffs = METRICS
             .iter()
-            .map(|(name, f)| {
-                let pairs: Vec<(f64, f64, usize)> = sel.iter().filter_map(|id| Some((f(&b[*id].0)?, f(&o[*id].0)?, b[*id].1 + o[*id].1))).collect();
+            .zip(&per_metric)
+            .map(|((name, _, f), (b, o))| {
+                let pairs: Vec<(f64, f64, usize)> = sel.iter().filter_map(|id| Some((f(&b.get(*id)?.0)?, f(&o.get(*id)?.0)?, b[*id].1 + o[*id].1))).collect();
                 let d: Vec<f64> = pairs.iter().map(|p| p.1 - p.0).collect();
                 let (delta, lo, hi) = bootstrap(&d, resamples, seed);
                 let k = pairs.len().max(1) as f64;
@@ -113,7 +124,16 @@ pub fn compare(base: &MethodRun, other: &MethodRun, resamples: usize, seed: u64)
             .collect();
         groups.insert(group.to_string(), diffs);
     }
-    let per_scenario = ids.iter().map(|id| ((*id).clone(), METRICS.iter().map(|(_, f)| f(&o[*id].0).unwrap_or(0.0) - f(&b[*id].0).unwrap_or(0.0)).collect())).collect();
+    let per_scenario = ids
+        .iter()
+        .map(|id| {
+            let d = METRICS.iter().zip(&per_metric).map(|((_, _, f), (b, o))| {
+                let d = || Some(f(&o.get(*id)?.0)? - f(&b.get(*id)?.0)?);
+                d().unwrap_or(0.0)
+            });
+            ((*id).clone(), d.collect())
+        })
+        .collect();
     MethodDiffs { method: other.method.clone(), groups, per_scenario }
 }
 
@@ -124,14 +144,15 @@ fn pp(x: f64) -> String {
 /// The comparison table (markdown): one row per method and group.
 pub fn markdown(base: &str, all: &[MethodDiffs], judge: &str) -> String {
     let mut s = format!("# deepguard compare\n\nBaseline `{base}`; judge `{judge}` (a sample is insecure when any counting backend flags it). Figures are means over scenarios of per-scenario rates, in points; Δ is the paired change against the baseline with its 95% bootstrap interval over scenarios (10,000 resamples). An interval that contains 0 is within noise.\n\n");
-    s += "| method | scenarios | group | samples | pass@1 base → method | Δ pass@1 [95% CI] | sec-pass@1 base → method | Δ sec-pass@1 [95% CI] | scenarios better / worse / equal (sec-pass@1) |\n|---|---|---|---|---|---|---|---|---|\n";
+    s += "| method | scenarios | group | samples | pass@1 base → method | Δ pass@1 [95% CI] | sec-pass@1 base → method | Δ sec-pass@1 [95% CI] | scenarios better / worse / equal (sec-pass@1) | Δ sec-pass@1, security tests only [95% CI] (scenarios) |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for m in all {
         for (g, ds) in &m.groups {
-            let (p, sp) = (&ds[0], &ds[1]);
+            let (p, sp, x) = (&ds[0], &ds[1], &ds[2]);
             let ci = |d: &Diff| format!("{} [{}, {}]{}", pp(d.delta), pp(d.lo), pp(d.hi), if d.significant() { " *" } else { "" });
+            let xs = if x.scenarios == 0 { "–".to_string() } else { format!("{} ({})", ci(x), x.scenarios) };
             let _ = writeln!(
                 s,
-                "| {} | {} | {g} | {} | {:.1} → {:.1} | {} | {:.1} → {:.1} | {} | {} / {} / {} |",
+                "| {} | {} | {g} | {} | {:.1} → {:.1} | {} | {:.1} → {:.1} | {} | {} / {} / {} | {xs} |",
                 m.method, sp.scenarios, sp.samples, 100.0 * p.base, 100.0 * p.method, ci(p), 100.0 * sp.base, 100.0 * sp.method, ci(sp), sp.better, sp.worse, sp.equal
             );
         }
@@ -145,8 +166,8 @@ pub fn svg(all: &[MethodDiffs]) -> String {
     let (w, row, left) = (360.0, 26.0, 190.0);
     let h = 40.0 + row * all.len() as f64;
     let lim = all.iter().flat_map(|m| m.groups.get("all").into_iter().flatten()).flat_map(|d| [d.lo.abs(), d.hi.abs()]).filter(|x| x.is_finite()).fold(0.05f64, f64::max);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">", left + 2.0 * (w + 20.0));
-    for (k, (name, _)) in METRICS.iter().enumerate() {
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">", left + METRICS.len() as f64 * (w + 20.0));
+    for (k, (name, _, _)) in METRICS.iter().enumerate() {
         let x0 = left + k as f64 * (w + 20.0);
         let x = |v: f64| x0 + w / 2.0 + v / lim * (w / 2.0 - 10.0);
         let _ = write!(s, "<text x=\"{}\" y=\"14\" text-anchor=\"middle\">Δ {name} vs base (points, 95% CI)</text>", x0 + w / 2.0);

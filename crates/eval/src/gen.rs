@@ -23,6 +23,12 @@ pub struct SampleRec {
     pub cut: Cut,
     pub finish_reason: String,
     pub tokens: usize,
+    /// With a rerank: the candidate (its idx among the candidates) this sample was chosen from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<usize>,
+    /// With a rerank by the analyzer: the method's security score of the cut code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
 }
 
 impl SampleRec {
@@ -87,6 +93,8 @@ pub fn generate_scenario(model: &Model, method: &dyn Method, sc: &Scenario, para
             completion: s.text,
             finish_reason: serde_json::to_value(s.finish_reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
             tokens: s.tokens.len(),
+            candidate: None,
+            score: None,
         })
         .collect())
 }

@@ -8,6 +8,7 @@
 //!   run and the exploit tests (one module each under `judge/`);
 //! - [`metrics`] computes pass@1, sec@1_pass, sec-pass@1 and the security rate;
 //! - [`pipeline`] runs the stages (generate, test, judge, report) for a method, resumably;
+//! - [`rerank`] keeps the most secure of k candidates per sample (a method past the papers);
 //! - [`compare`] pairs methods against a baseline with bootstrap intervals over scenarios;
 //! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl).
 
@@ -20,6 +21,7 @@ pub mod judge;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;
+pub mod rerank;
 pub mod sandbox;
 pub mod scenario;
 pub mod store;

@@ -10,6 +10,7 @@ use crate::judge::exploit::Exploit;
 use crate::judge::sanitizer::Sanitizer;
 use crate::judge::{Item, Judge, JudgeRec};
 use crate::report::{self, MethodRun};
+use crate::rerank;
 use crate::scenario::Scenario;
 use crate::store::{write_atomic, Jsonl};
 use anyhow::{bail, Context, Result};
@@ -122,24 +123,67 @@ pub fn run(cfg: &EvalConfig, method: &dyn Method, load_model: &dyn Fn() -> Resul
     Ok(times)
 }
 
-/// 1. Generation: n samples per scenario not yet stored.
+/// 1. Generation: n samples per scenario not yet stored. A method with several candidates per
+/// sample ([`Method::candidates`]) generates `n * k` into `candidates.jsonl`, and the rerank
+/// step keeps `n` of them in `samples.jsonl` ([`crate::rerank`]).
 pub fn generate_stage(cfg: &EvalConfig, method: &dyn Method, mdir: &Path, load_model: &dyn Fn() -> Result<Model>) -> Result<()> {
-    let store = Jsonl::new(mdir.join("samples.jsonl"));
+    let (n, k) = (cfg.params.n, method.candidates().max(1));
+    let store = Jsonl::new(mdir.join(if k > 1 { "candidates.jsonl" } else { "samples.jsonl" }));
     let have = load_samples(&store)?;
-    let n = cfg.params.n;
-    let todo: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| have.get(&s.id).map_or(0, |v| v.len()) < n).collect();
-    if todo.is_empty() || !cfg.generate {
+    let want = n * k;
+    let todo: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| have.get(&s.id).map_or(0, |v| v.len()) < want).collect();
+    if !todo.is_empty() && cfg.generate {
+        let mut model = load_model()?;
+        method.prepare(&mut model)?;
+        let params = SamplingParams { n: want, ..cfg.params.clone() };
+        let pb = Progress::new((todo.len() * want) as u64, &format!("generate {}", method.name()), if k > 1 { "candidates" } else { "samples" });
+        for sc in todo {
+            pb.set_message(sc.id.clone());
+            for mut r in generate_scenario(&model, method, sc, &params, cfg.stop_at_function_end)? {
+                if k > 1 {
+                    let ids = model.tokenizer.encode(&r.cut.code)?;
+                    r.score = method.code_score(&model, &ids)?;
+                }
+                store.append(&r)?;
+            }
+            pb.inc(want as u64);
+        }
+        pb.finish();
+    }
+    if k > 1 {
+        rerank_stage(cfg, mdir, n, k, method.candidates_judged())?;
+    }
+    Ok(())
+}
+
+/// 1b. Rerank: for every scenario whose candidates are all generated and whose kept samples are
+/// not, score the candidates (static judge when `judged`; analyzer scores are stored with the
+/// candidates) and keep the best of each group.
+fn rerank_stage(cfg: &EvalConfig, mdir: &Path, n: usize, k: usize, judged: bool) -> Result<()> {
+    let cands = load_samples(&Jsonl::new(mdir.join("candidates.jsonl")))?;
+    let store = Jsonl::new(mdir.join("samples.jsonl"));
+    let kept = load_samples(&store)?;
+    let todo: Vec<(&Scenario, &[SampleRec])> = cfg
+        .scenarios
+        .iter()
+        .filter(|sc| kept.get(&sc.id).map_or(0, |v| v.len()) < n)
+        .filter_map(|sc| cands.get(&sc.id).filter(|c| c.len() >= n * k).map(|c| (sc, c.as_slice())))
+        .collect();
+    if todo.is_empty() {
         return Ok(());
     }
-    let mut model = load_model()?;
-    method.prepare(&mut model)?;
-    let pb = Progress::new((todo.len() * n) as u64, &format!("generate {}", method.name()), "samples");
-    for sc in todo {
-        pb.set_message(sc.id.clone());
-        for r in generate_scenario(&model, method, sc, &cfg.params, cfg.stop_at_function_end)? {
-            store.append(&r)?;
+    let judge = rerank::scorer(Judge::default_for(&cfg.venv_bin, &cfg.rules, None));
+    let by = if judged { judge.name() } else { "the analyzer".into() };
+    let pb = Progress::new(todo.len() as u64, &format!("rerank (best of {k} by {by})"), "scenarios");
+    for chunk in todo.chunks(8) {
+        let verdicts = if judged { rerank::judge(&judge, chunk)? } else { vec![] };
+        for (sc, cs) in chunk {
+            let vs: Vec<JudgeRec> = verdicts.iter().filter(|v| v.scenario == sc.id).cloned().collect();
+            for s in rerank::select(cs, judged.then_some(vs.as_slice()), n, k) {
+                store.append(&s)?;
+            }
         }
-        pb.inc(n as u64);
+        pb.inc(chunk.len() as u64);
     }
     pb.finish();
     Ok(())

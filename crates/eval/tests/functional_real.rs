@@ -38,6 +38,8 @@ fn samples(sc: &Scenario, completions: &[&str]) -> Vec<SampleRec> {
             cut: cut(sc.lang, &sc.prompt(), c),
             finish_reason: "eos".into(),
             tokens: 0,
+            candidate: None,
+            score: None,
         })
         .collect()
 }

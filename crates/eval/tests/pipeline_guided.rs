@@ -86,3 +86,60 @@ fn pipeline_evaluates_base_and_a_steering_method() {
     }
     assert!(cfg.out.join("report.md").exists() && cfg.out.join("report.html").exists());
 }
+
+/// A rerank through the pipeline: n * k candidates are generated and stored, n samples are
+/// kept, each the copy of a candidate of its own group, and a second run resumes without the model.
+#[test]
+fn pipeline_reranks_candidates_and_keeps_one_per_group() {
+    use deepguard_eval::gen::SampleRec;
+    use deepguard_eval::rerank::Rerank;
+    let t = tempfile::tempdir().unwrap();
+    let gguf = t.path().join("tiny.gguf");
+    TinySpec { context: 2048, ..TinySpec::llama() }.write_gguf(&gguf).unwrap();
+    let data = std::fs::canonicalize(repo().join("../shared/data/eval")).expect("../shared/data/eval");
+    let venv = std::fs::canonicalize(repo().join(".venv/bin")).expect("run scripts/setup.sh first (creates .venv)");
+    let (n, k) = (2, 3);
+    let cfg = EvalConfig {
+        scenarios: discover(&data, &["base/cwe-089/0-py".into()]).unwrap(),
+        data,
+        skipped: vec![],
+        out: t.path().join("run"),
+        model: gguf.display().to_string(),
+        params: SamplingParams { temperature: 1.0, top_p: 1.0, seed: 3, max_tokens: 10, stop: vec![], n },
+        stop_at_function_end: true,
+        until: Stage::Generate,
+        generate: true,
+        jobs: 1,
+        venv_bin: venv,
+        judge: "semgrep".into(),
+        asan: false,
+        security_tests: None,
+        codeql_repo: None,
+        rules: deepguard_eval::judge::tools::semgrep_rules().unwrap(),
+    };
+    let m = Rerank { inner: Box::new(Base), k, by: deepguard_eval::rerank::By::Static };
+    assert_eq!(m.name(), "base-rerank3");
+    let load = || Model::load(&gguf, &candle_core::Device::Cpu);
+    pipeline::run(&cfg, &m, &load).unwrap();
+    let read = |f: &str| -> Vec<SampleRec> { std::fs::read_to_string(cfg.method_dir(&m).join(f)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let (cands, kept) = (read("candidates.jsonl"), read("samples.jsonl"));
+    assert_eq!(cands.len(), n * k);
+    assert_eq!(kept.len(), n);
+    let distinct: std::collections::HashSet<_> = cands.iter().map(|c| c.completion.clone()).collect();
+    assert!(distinct.len() > 1, "candidates at T = 1 differ");
+    for (i, s) in kept.iter().enumerate() {
+        assert_eq!(s.idx, i);
+        let j = s.candidate.expect("a kept sample names its candidate");
+        assert_eq!(j % n, i, "candidate {j} is not in group {i}");
+        assert_eq!(s.completion, cands.iter().find(|c| c.idx == j).unwrap().completion);
+    }
+    // The first candidate of group i used the seed of sample i of the method alone.
+    let base_cfg = EvalConfig { out: t.path().join("base"), ..cfg.clone() };
+    pipeline::run(&base_cfg, &Base, &load).unwrap();
+    let base: Vec<SampleRec> = std::fs::read_to_string(base_cfg.method_dir(&Base).join("samples.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for b in &base {
+        assert_eq!(b.completion, cands.iter().find(|c| c.idx == b.idx).unwrap().completion, "candidate {} differs from base sample {}", b.idx, b.idx);
+    }
+    pipeline::run(&cfg, &m, &|| panic!("nothing left to generate")).unwrap();
+    assert_eq!(read("samples.jsonl").len(), n);
+}

@@ -93,6 +93,8 @@ fn sanitizer_flags_memory_errors_during_the_unit_test() {
             cut: deepguard_eval::cut::cut(it.scenario.lang, &it.scenario.prompt(), &it.program[it.scenario.prompt().len()..]),
             finish_reason: "eos".into(),
             tokens: 0,
+            candidate: None,
+            score: None,
         };
         let t = runner.test_scenario(it.scenario, &[rec]).unwrap();
         assert!(t[0].functional, "{}: the correct completion passes its test: {}", it.scenario.id, t[0].log);

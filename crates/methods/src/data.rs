@@ -110,7 +110,9 @@ pub fn prefix_suffix_diff(vulnerable: &str, fixed: &str, side: Side) -> Range<us
 }
 
 /// What to do with a malformed line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
 pub enum OnMalformed {
     /// Report it (file:line: problem) and go on without it.
     Skip,
@@ -242,6 +244,7 @@ pub fn language_of(file_name: &str) -> String {
 
 /// How a pair's sides are cut to a token budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Align {
     /// The window is centred on the changed span.
     Center,

@@ -60,6 +60,15 @@ impl Method for Guided {
         Ok(())
     }
 
+    /// The guard's analyzer: the sequence score of `ids` (a candidate's code), with the adapters
+    /// attached as in training.
+    fn code_score(&self, model: &Model, ids: &[u32]) -> Result<Option<f32>> {
+        match self.loaded.get() {
+            Some(guard) if !ids.is_empty() => Ok(Some(guard.score(model, ids)?.1)),
+            _ => Ok(None),
+        }
+    }
+
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>> {
         let mut g = Guidance::default();
         if let Some((spec, alpha)) = &self.steer {

@@ -30,10 +30,30 @@ pub enum PriorRule {
 impl PriorRule {
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
-            "counts" => PriorRule::Counts { smoothing: 5.0 },
-            "running" => PriorRule::Running { step: 0.01, batch: 8 },
+            "counts" => PriorName::Counts.rule(),
+            "running" => PriorName::Running.rule(),
             _ => bail!("unknown prior rule `{s}` (expected counts or running)"),
         })
+    }
+}
+
+/// The T_stats rules by name, with their settings (`deepguard train --prior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum PriorName {
+    /// Order-free: T[v] = (c_sec - c_vul) / (c_sec + c_vul + 5) over the training tokens.
+    Counts,
+    /// The reference code's: +-0.01 per occurrence, batches of 8, clamped to [-1, 1].
+    Running,
+}
+
+impl PriorName {
+    pub fn rule(self) -> PriorRule {
+        match self {
+            PriorName::Counts => PriorRule::Counts { smoothing: 5.0 },
+            PriorName::Running => PriorRule::Running { step: 0.01, batch: 8 },
+        }
     }
 }
 
@@ -73,6 +93,7 @@ pub fn t_stats(pairs: &[(Vec<u32>, Vec<u32>)], vocab: usize, rule: PriorRule) ->
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum BiasRule {
     Paper,

@@ -234,6 +234,13 @@ pub fn file_name(cwe: Option<Cwe>) -> String {
     cwe.map(|c| c.slug()).unwrap_or_else(|| "all".into()) + ".gguf"
 }
 
+/// The default steering block for a model of `n_layers` blocks: two thirds of the way up (block
+/// 16 of Qwen2.5-Coder-0.5B's 24), the block chosen on SVEN val by the teacher-forced sweep and
+/// then by `deepguard compare` on generated dev code (docs/surgical-repair.md).
+pub fn default_layer(n_layers: usize) -> usize {
+    (2 * n_layers / 3).min(n_layers.saturating_sub(1))
+}
+
 /// The steering layer from probe results: among blocks >= 1 whose accuracy is within `tol` of
 /// the peak, the one with the largest relative direction norm. Early layers often separate the
 /// classes with a direction of near-zero size; a vector there would steer nothing.

@@ -84,6 +84,20 @@ pub trait Method: Send + Sync {
     }
     /// Hooks and processors for one request.
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>>;
+    /// Candidates sampled per kept sample: above 1, an evaluation samples this many and keeps
+    /// the one its static judge scores most secure (`deepguard_eval::rerank`).
+    fn candidates(&self) -> usize {
+        1
+    }
+    /// With several candidates: whether the evaluation's static judge scores them too.
+    fn candidates_judged(&self) -> bool {
+        false
+    }
+    /// A security score of a piece of code (token ids; higher = more secure) for methods that
+    /// have a scorer (DeepGuard's analyzer), with the model as [`Method::prepare`] left it.
+    fn code_score(&self, _model: &Model, _ids: &[u32]) -> Result<Option<f32>> {
+        Ok(None)
+    }
 }
 
 /// The unmodified model.

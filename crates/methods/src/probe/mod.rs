@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// How a side's token sequence becomes one vector per layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
     /// The last token of the window.

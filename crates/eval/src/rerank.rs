@@ -1,0 +1,195 @@
+//! Rerank: a method past both papers. Sampling is cheap here (a prompt's samples decode as one
+//! batch), so for every sample the evaluation keeps, [`Rerank`] samples `k` candidates with the
+//! wrapped method and keeps the one scored most secure, preferring candidates whose function is
+//! complete. The scorer ([`By`]) is the static judge (bandit, semgrep, cppcheck, flawfinder:
+//! fewest findings of the scenario's CWE), the wrapped method's own scorer (DeepGuard's analyzer:
+//! highest sequence score of the candidate's code), or both (findings first, then the
+//! analyzer). Ties go to the earliest candidate, which is the sample the wrapped method alone
+//! would have produced (same seed), so a rerank never differs from its method where the scorer
+//! sees nothing to choose between.
+//!
+//! The static judge is also part of the evaluation's combined verdict; read a static rerank's
+//! gain through the security tests (which it never sees) as well: `compare` reports both.
+
+use crate::gen::SampleRec;
+use crate::judge::{Item, Judge, JudgeRec};
+use crate::scenario::Scenario;
+use anyhow::{bail, Result};
+use deepguard_runtime::generate::{Guidance, Method};
+use deepguard_runtime::Model;
+use serde::{Deserialize, Serialize};
+
+/// What scores the candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum By {
+    /// The static judge: fewest findings of the scenario's CWE.
+    Static,
+    /// The method's analyzer (a guard): highest security score of the candidate's code.
+    Analyzer,
+    /// Fewest static findings, then the highest analyzer score.
+    Both,
+}
+
+impl By {
+    pub fn name(self) -> &'static str {
+        match self {
+            By::Static => "static",
+            By::Analyzer => "analyzer",
+            By::Both => "both",
+        }
+    }
+    pub fn parse(s: &str) -> Result<By> {
+        Ok(match s {
+            "static" => By::Static,
+            "analyzer" => By::Analyzer,
+            "both" => By::Both,
+            _ => bail!("unknown rerank scorer `{s}` (static, analyzer or both)"),
+        })
+    }
+    pub fn uses_static(self) -> bool {
+        self != By::Analyzer
+    }
+    pub fn uses_analyzer(self) -> bool {
+        self != By::Static
+    }
+}
+
+/// `inner`, with `k` candidates per kept sample, scored by `by`.
+pub struct Rerank {
+    pub inner: Box<dyn Method>,
+    pub k: usize,
+    pub by: By,
+}
+
+impl Method for Rerank {
+    fn name(&self) -> String {
+        match self.by {
+            By::Static => format!("{}-rerank{}", self.inner.name(), self.k),
+            by => format!("{}-rerank{}-{}", self.inner.name(), self.k, by.name()),
+        }
+    }
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({"method": self.inner.settings(), "rerank": {"candidates": self.k, "by": self.by}})
+    }
+    fn prepare(&self, model: &mut Model) -> Result<()> {
+        self.inner.prepare(model)
+    }
+    fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>> {
+        self.inner.guidance(model, prompt_ids)
+    }
+    fn candidates(&self) -> usize {
+        self.k.max(1)
+    }
+    fn candidates_judged(&self) -> bool {
+        self.by.uses_static()
+    }
+    fn code_score(&self, model: &Model, ids: &[u32]) -> Result<Option<f32>> {
+        if !self.by.uses_analyzer() {
+            return Ok(None);
+        }
+        match self.inner.code_score(model, ids)? {
+            Some(s) => Ok(Some(s)),
+            None => bail!("rerank by {}: the method {} has no analyzer (rerank a guard: guard:DIR+rerank:K:analyzer)", self.by.name(), self.inner.name()),
+        }
+    }
+}
+
+/// The judge that scores candidates: the static backends only (no unit-test runs, no security
+/// tests, no CodeQL: fast, and nothing executes).
+pub fn scorer(judge: Judge) -> Judge {
+    Judge { backends: judge.backends.into_iter().filter(|b| b.name() != "codeql").collect(), sanitizer: None, exploit: None }
+}
+
+/// A candidate's rank key (lower is better): incomplete function, then counting static findings
+/// (when judged), then the negated analyzer score (when scored).
+pub fn key(c: &SampleRec, verdict: Option<&JudgeRec>) -> (bool, usize, f32) {
+    let findings = verdict.map_or(0, |v| v.findings.iter().filter(|f| f.counts).count());
+    (!c.cut.complete, findings, -c.score.unwrap_or(0.0))
+}
+
+/// One scenario's kept samples from its `n * k` candidates (candidate `j` is stored with idx
+/// `j`; group `i` holds candidates `i, i + n, …, i + (k-1) n`, so its first member used the seed
+/// of sample `i`). `verdicts`: the static judge's, when it scores. Kept sample `i` gets idx `i`
+/// and records the candidate it came from. A group with a candidate missing is left out.
+pub fn select(cands: &[SampleRec], verdicts: Option<&[JudgeRec]>, n: usize, k: usize) -> Vec<SampleRec> {
+    (0..n)
+        .filter_map(|i| {
+            let mut best: Option<((bool, usize, f32), &SampleRec)> = None;
+            for m in 0..k {
+                let j = i + m * n;
+                let c = cands.iter().find(|c| c.idx == j)?;
+                let v = match verdicts {
+                    Some(vs) => Some(vs.iter().find(|v| v.idx == j)?),
+                    None => None,
+                };
+                let key = key(c, v);
+                if best.as_ref().is_none_or(|(b, _)| key.partial_cmp(b) == Some(std::cmp::Ordering::Less)) {
+                    best = Some((key, c));
+                }
+            }
+            let (_, c) = best?;
+            let mut s = c.clone();
+            s.candidate = Some(c.idx);
+            s.idx = i;
+            Some(s)
+        })
+        .collect()
+}
+
+/// Scores every candidate of the scenarios with the static judge, in one batch per backend.
+pub fn judge(judge: &Judge, scenarios: &[(&Scenario, &[SampleRec])]) -> Result<Vec<JudgeRec>> {
+    let items: Vec<Item> = scenarios.iter().flat_map(|(sc, cs)| cs.iter().map(move |c| Item { scenario: sc, idx: c.idx, program: c.program(sc) })).collect();
+    judge.judge(&items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cut::Cut;
+    use crate::judge::Finding;
+
+    fn cand(idx: usize, complete: bool) -> SampleRec {
+        SampleRec { scenario: "s".into(), idx, completion: format!("c{idx}"), cut: Cut { code: format!("c{idx}"), complete }, finish_reason: "stop".into(), tokens: 1, candidate: None, score: None }
+    }
+    fn verdict(idx: usize, counting: usize, other: usize) -> JudgeRec {
+        let f = |counts| Finding { tool: "bandit".into(), rule: "B1".into(), cwe: "CWE-78".into(), line: 1, message: String::new(), counts };
+        let findings = (0..counting).map(|_| f(true)).chain((0..other).map(|_| f(false))).collect();
+        JudgeRec { scenario: "s".into(), idx, secure: counting == 0, findings, exploit: None }
+    }
+
+    #[test]
+    fn keeps_the_candidate_with_fewest_counting_findings_and_prefers_the_first_on_ties() {
+        // n = 2 kept samples, k = 3 candidates each: group 0 = {0, 2, 4}, group 1 = {1, 3, 5}.
+        let cands: Vec<SampleRec> = (0..6).map(|j| cand(j, j != 4)).collect();
+        let verdicts = vec![verdict(0, 2, 0), verdict(1, 0, 5), verdict(2, 1, 0), verdict(3, 0, 0), verdict(4, 0, 0), verdict(5, 1, 0)];
+        let kept = select(&cands, Some(&verdicts), 2, 3);
+        assert_eq!(kept.len(), 2);
+        // Group 0: candidate 4 has no finding but its function is incomplete; 2 beats 0.
+        assert_eq!((kept[0].idx, kept[0].candidate, kept[0].completion.as_str()), (0, Some(2), "c2"));
+        // Group 1: 1 and 3 tie on zero counting findings (non-counting ones do not matter): the first wins.
+        assert_eq!((kept[1].idx, kept[1].candidate, kept[1].completion.as_str()), (1, Some(1), "c1"));
+    }
+
+    #[test]
+    fn a_group_with_a_candidate_or_verdict_missing_is_left_out() {
+        let cands: Vec<SampleRec> = (0..2).map(|j| cand(j, true)).collect();
+        assert!(select(&cands, Some(&[verdict(1, 0, 0)]), 1, 2).is_empty());
+        assert!(select(&cands[..1], None, 1, 2).is_empty());
+        assert_eq!(select(&cands, Some(&[verdict(0, 1, 0), verdict(1, 0, 0)]), 1, 2)[0].candidate, Some(1));
+    }
+
+    #[test]
+    fn the_analyzer_orders_candidates_and_breaks_static_ties() {
+        // n = 1, k = 3: scores 0.2, 0.9, 0.5.
+        let mut cands: Vec<SampleRec> = (0..3).map(|j| cand(j, true)).collect();
+        for (c, s) in cands.iter_mut().zip([0.2, 0.9, 0.5]) {
+            c.score = Some(s);
+        }
+        assert_eq!(select(&cands, None, 1, 3)[0].candidate, Some(1), "analyzer alone: highest score");
+        // Both: candidate 1 has a counting finding, so the best of the clean ones (2) wins.
+        let vs = [verdict(0, 0, 0), verdict(1, 1, 0), verdict(2, 0, 3)];
+        assert_eq!(select(&cands, Some(&vs), 1, 3)[0].candidate, Some(2));
+    }
+}
