@@ -18,7 +18,7 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// A method to compare (repeatable; the first is the baseline): `base`,
-    /// `steer:DIR:CWE|auto[@ALPHA]` or `steer:FILE.gguf[@ALPHA]` (steering, default alpha 4),
+    /// `steer:DIR:CWE|auto[@ALPHA]` or `steer:FILE.gguf[@ALPHA]` (steering, default alpha 2),
     /// `guard:DIR[@STRENGTH]` (DeepGuard, default strength 1), `rerank:K[:static|analyzer|both]`
     /// (keep the most secure of K candidates by the static judge, the guard's analyzer, or
     /// both), or several joined by `+` (`guard:DIR+steer:DIR:auto@2`, `guard:DIR+rerank:4:both`).
@@ -51,7 +51,7 @@ pub fn parse_method(spec: &str) -> Result<Box<dyn Method>> {
             None => (part, None),
         };
         if let Some(rest) = body.strip_prefix("steer:") {
-            steer = Some((rest.to_string(), strength.unwrap_or(4.0)));
+            steer = Some((rest.to_string(), strength.unwrap_or(deepguard_methods::steer::DEFAULT_ALPHA)));
         } else if let Some(rest) = body.strip_prefix("guard:") {
             guard = Some((PathBuf::from(rest), BiasRule::Paper, strength.unwrap_or(1.0) as f32));
         } else {

@@ -14,7 +14,7 @@ pub struct GuidanceArgs {
     #[arg(long)]
     pub steer: Option<String>,
     /// Steering strength.
-    #[arg(long, default_value_t = 4.0, requires = "steer")]
+    #[arg(long, default_value_t = deepguard_methods::steer::DEFAULT_ALPHA, requires = "steer")]
     pub alpha: f64,
     /// DeepGuard: a guard folder from `deepguard train`. Its adapters are attached, the prompt
     /// is scored by its analyzer, and the security bias is added to the logits at every step.

@@ -112,9 +112,10 @@ fn openai_client_against_guarded_and_steered_server() {
     assert!(sven.exists(), "SVEN data not found at {}", sven.display());
     let d = tempfile::tempdir().unwrap();
     let sven = sven.to_str().unwrap();
-    // a small guard and steering vectors for this model, as the other CLI tests make them
+    // a small guard and steering vectors for this model, as the other CLI tests make them (the
+    // training settings are pinned: this test checks the server, not the training defaults)
     let t = Instant::now();
-    ok(&run(&["train", "-m", &model, "--train", sven, "--val", sven, "--max-pairs-per-cwe", "1", "--window", "24", "--agg-layers", "2", "--epochs", "1", "--batch", "3", "--accum", "1", "--out", "g", "--cache", "cache"], d.path()));
+    ok(&run(&["train", "-m", &model, "--train", sven, "--val", sven, "--max-pairs-per-cwe", "1", "--window", "24", "--agg-layers", "2", "--epochs", "1", "--batch", "3", "--accum", "1", "--out", "g", "--cache", "cache", "--lora-layers", "top2", "--lr", "2e-5"], d.path()));
     ok(&run(&["steer", "build", "-m", &model, "--data", sven, "--window", "24", "--max-pairs-per-cwe", "2", "--layer", "15", "--out", "vec", "--cache", "cache"], d.path()));
     assert!(d.path().join("vec/cwe-089.gguf").exists());
     eprintln!("guard and vectors built in {:.0}s", t.elapsed().as_secs_f64());

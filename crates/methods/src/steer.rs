@@ -234,6 +234,11 @@ pub fn file_name(cwe: Option<Cwe>) -> String {
     cwe.map(|c| c.slug()).unwrap_or_else(|| "all".into()) + ".gguf"
 }
 
+/// The default steering strength: alpha 2 at the default block kept pass@1 within noise of the
+/// base model on the dev set, while alpha 4 broke the code (pass@1 -27 points; `deepguard compare`,
+/// docs/surgical-repair.md).
+pub const DEFAULT_ALPHA: f64 = 2.0;
+
 /// The default steering block for a model of `n_layers` blocks: two thirds of the way up (block
 /// 16 of Qwen2.5-Coder-0.5B's 24), the block chosen on SVEN val by the teacher-forced sweep and
 /// then by `deepguard compare` on generated dev code (docs/surgical-repair.md).

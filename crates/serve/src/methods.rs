@@ -88,7 +88,7 @@ impl Methods {
             let (spec, _) = self.steer.as_ref().ok_or_else(|| bad("steer", "this server has no steering vectors (start it with --steer SPEC)".into()))?;
             Ok(steer::parse_steer_arg(spec).map_err(|e| bad("steer", format!("{e:#}")))?.0)
         };
-        let alpha = o.alpha.or(self.steer.as_ref().map(|s| s.1)).unwrap_or(4.0);
+        let alpha = o.alpha.or(self.steer.as_ref().map(|s| s.1)).unwrap_or(steer::DEFAULT_ALPHA);
         if !alpha.is_finite() {
             return Err(bad("alpha", format!("must be a finite number, got {alpha}")));
         }

@@ -177,8 +177,8 @@ pub fn train(model: &mut Model, train_pairs: &[Pair], val_pairs: &[Pair], cfg: &
     }
     let n_layers = model.cfg().n_layers;
     // Blocks from `from` up run with dense weights in every step; below, features are cached.
-    // Never above the default (top 2), so that the ablations (`--analyzer-only`, other
-    // aggregator modes) reuse the same feature cache.
+    // Never above block L-2, so that the ablations (`--analyzer-only`, other aggregator modes,
+    // adapters on the top 2 blocks) share one feature cache.
     let from = cfg.from_layer(n_layers).min(n_layers.saturating_sub(2));
     let layers = top_layers(n_layers, cfg.agg_layers, cfg.aggregator)?;
     let cached_layers = top_layers(n_layers, cfg.agg_layers, Mode::Attention)?;
