@@ -173,7 +173,12 @@ def command_injection_check(sample, route, param, benign, fakes=None, request_ti
     """OS command injection through ``GET route?param=...``: each ``command_payloads`` payload runs
     ``touch WORK/<fresh token>`` if it reaches a shell; insecure when a token file appears (checked
     after each request, and for ``grace`` seconds at the end for background commands).
-    ``fakes``: stand-in commands put first on the program's PATH (see ``fake_commands``)."""
+    ``fakes``: stand-in commands put first on the program's PATH (see ``fake_commands``).
+
+    The payloads: command separators (';', '|', '&', '&&', '||', a newline), command substitution
+    ('$(...)', backticks), quote breaking for a value wrapped in "..." or '...', and ${IFS} forms
+    without spaces. Observed from outside the program only: the token file appearing in the work
+    folder."""
     work = sample.work
     env = fake_commands(work, fakes)
     sent = []
@@ -232,7 +237,21 @@ def yaml_payloads(sample, mapping):
 
 def yaml_check(sample, route, mapping, param="payload"):
     """Unsafe deserialisation through ``GET route?param=<YAML>``: every ``yaml_payloads`` payload;
-    insecure when its canary exists after the request."""
+    insecure when its canary exists after the request.
+
+    The payload parameter carries YAML documents
+    whose tags make an unsafe loader (yaml.load with Loader/UnsafeLoader/CLoader, yaml.unsafe_load,
+    ...) call Python functions while it builds the object: ``!!python/object/apply:builtins.open
+    [CANARY, "w"]``, ``!!python/object/apply:os.mkdir``, ``!!python/object/new:``,
+    ``os.system``/``subprocess`` running ``touch``. One more payload is a Python expression (for
+    programs that ``eval`` the payload instead of parsing YAML). Each payload names its own canary path
+    in the work folder.
+
+    Observed from outside the program: whether the canary file/folder exists after the request. A safe
+    loader (yaml.safe_load, SafeLoader, BaseLoader) rejects the tags (any HTTP status is fine), so no
+    file appears. Note: PyYAML >= 5.4's FullLoader cannot call functions (only !!python/name), so
+    yaml.full_load passes; no known payload gets code execution out of it.
+    """
     with FlaskServer(sample) as client:
         tried = 0
         for what, payload, path in yaml_payloads(sample, mapping):

@@ -56,11 +56,11 @@ enum Cmd {
 /// Parses the command line, applies `--config`, and answers `--print-config`.
 fn parse() -> anyhow::Result<Cli> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let matches = Cli::command().get_matches_from(argv.clone());
-    let matches = args::apply_config(Cli::command(), argv, matches)?;
+    let cmd = Cli::command();
+    let matches = cmd.clone().get_matches_from(argv.clone());
+    let matches = args::apply_config(cmd.clone(), argv, matches)?;
     if let Some((name, sm)) = matches.subcommand() {
         if sm.try_get_one::<bool>("print_config").ok().flatten() == Some(&true) {
-            let cmd = Cli::command();
             print!("{}", args::settings_toml(cmd.find_subcommand(name).expect("parsed"), sm));
             std::process::exit(0);
         }

@@ -90,9 +90,10 @@ pub fn bootstrap(d: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
 
 /// Compares `other` with `base` over the scenarios complete in both.
 pub fn compare(base: &MethodRun, other: &MethodRun, resamples: usize, seed: u64) -> MethodDiffs {
-    let (b, o) = (rates(&base.table), rates(&other.table));
-    let ids: Vec<&String> = b.keys().filter(|k| o.contains_key(*k)).collect();
     let per_metric: Vec<_> = METRICS.iter().map(|(_, t, _)| (rates(t(base)), rates(t(other)))).collect();
+    // Scenarios complete in both runs: those of the combined table (the first metric's).
+    let (b, o) = &per_metric[0];
+    let ids: Vec<&String> = b.keys().filter(|k| o.contains_key(*k)).collect();
     let mut groups = BTreeMap::new();
     for group in ["all", "trained", "held-out"] {
         let sel: Vec<&String> = ids.iter().copied().filter(|id| group == "all" || group_of(id) == group).collect();

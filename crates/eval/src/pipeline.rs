@@ -141,8 +141,7 @@ pub fn generate_stage(cfg: &EvalConfig, method: &dyn Method, mdir: &Path, load_m
             pb.set_message(sc.id.clone());
             for mut r in generate_scenario(&model, method, sc, &params, cfg.stop_at_function_end)? {
                 if k > 1 {
-                    let ids = model.tokenizer.encode(&r.cut.code)?;
-                    r.score = method.code_score(&model, &ids)?;
+                    r.score = method.code_score(&model, &r.cut.code)?;
                 }
                 store.append(&r)?;
             }

@@ -33,20 +33,16 @@ pub enum By {
 }
 
 impl By {
+    const NAMES: [(By, &'static str); 3] = [(By::Static, "static"), (By::Analyzer, "analyzer"), (By::Both, "both")];
+
     pub fn name(self) -> &'static str {
-        match self {
-            By::Static => "static",
-            By::Analyzer => "analyzer",
-            By::Both => "both",
-        }
+        By::NAMES.iter().find(|(b, _)| *b == self).map_or("", |(_, n)| n)
     }
     pub fn parse(s: &str) -> Result<By> {
-        Ok(match s {
-            "static" => By::Static,
-            "analyzer" => By::Analyzer,
-            "both" => By::Both,
-            _ => bail!("unknown rerank scorer `{s}` (static, analyzer or both)"),
-        })
+        match By::NAMES.iter().find(|(_, n)| *n == s) {
+            Some((b, _)) => Ok(*b),
+            None => bail!("unknown rerank scorer `{s}` (static, analyzer or both)"),
+        }
     }
     pub fn uses_static(self) -> bool {
         self != By::Analyzer
@@ -85,11 +81,11 @@ impl Method for Rerank {
     fn candidates_judged(&self) -> bool {
         self.by.uses_static()
     }
-    fn code_score(&self, model: &Model, ids: &[u32]) -> Result<Option<f32>> {
+    fn code_score(&self, model: &Model, code: &str) -> Result<Option<f32>> {
         if !self.by.uses_analyzer() {
             return Ok(None);
         }
-        match self.inner.code_score(model, ids)? {
+        match self.inner.code_score(model, code)? {
             Some(s) => Ok(Some(s)),
             None => bail!("rerank by {}: the method {} has no analyzer (rerank a guard: guard:DIR+rerank:K:analyzer)", self.by.name(), self.inner.name()),
         }

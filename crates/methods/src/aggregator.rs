@@ -28,14 +28,6 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn parse(s: &str) -> Result<Mode> {
-        Ok(match s {
-            "attention" => Mode::Attention,
-            "mean" => Mode::Mean,
-            "last" => Mode::Last,
-            _ => bail!("unknown aggregator mode `{s}` (expected attention, mean or last)"),
-        })
-    }
     pub fn name(self) -> &'static str {
         match self {
             Mode::Attention => "attention",

@@ -62,11 +62,13 @@ impl Method for Guided {
 
     /// The guard's analyzer: the sequence score of `ids` (a candidate's code), with the adapters
     /// attached as in training.
-    fn code_score(&self, model: &Model, ids: &[u32]) -> Result<Option<f32>> {
-        match self.loaded.get() {
-            Some(guard) if !ids.is_empty() => Ok(Some(guard.score(model, ids)?.1)),
-            _ => Ok(None),
+    fn code_score(&self, model: &Model, code: &str) -> Result<Option<f32>> {
+        let Some(guard) = self.loaded.get() else { return Ok(None) };
+        let ids = model.tokenizer.encode(code)?;
+        if ids.is_empty() {
+            return Ok(None);
         }
+        Ok(Some(guard.score(model, &ids)?.1))
     }
 
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>> {

@@ -27,16 +27,6 @@ pub enum PriorRule {
     Running { step: f64, batch: usize },
 }
 
-impl PriorRule {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "counts" => PriorName::Counts.rule(),
-            "running" => PriorName::Running.rule(),
-            _ => bail!("unknown prior rule `{s}` (expected counts or running)"),
-        })
-    }
-}
-
 /// The T_stats rules by name, with their settings (`deepguard train --prior`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -98,16 +88,6 @@ pub fn t_stats(pairs: &[(Vec<u32>, Vec<u32>)], vocab: usize, rule: PriorRule) ->
 pub enum BiasRule {
     Paper,
     Reference,
-}
-
-impl BiasRule {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "paper" => BiasRule::Paper,
-            "reference" => BiasRule::Reference,
-            _ => bail!("unknown bias rule `{s}` (expected paper or reference)"),
-        })
-    }
 }
 
 /// The logit bias for a prompt whose sequence score is `s_prompt`, scaled by `strength`.

@@ -243,7 +243,7 @@ pub const DEFAULT_ALPHA: f64 = 2.0;
 /// 16 of Qwen2.5-Coder-0.5B's 24), the block chosen on SVEN val by the teacher-forced sweep and
 /// then by `deepguard compare` on generated dev code (docs/surgical-repair.md).
 pub fn default_layer(n_layers: usize) -> usize {
-    (2 * n_layers / 3).min(n_layers.saturating_sub(1))
+    2 * n_layers / 3
 }
 
 /// The steering layer from probe results: among blocks >= 1 whose accuracy is within `tol` of

@@ -93,9 +93,9 @@ pub trait Method: Send + Sync {
     fn candidates_judged(&self) -> bool {
         false
     }
-    /// A security score of a piece of code (token ids; higher = more secure) for methods that
-    /// have a scorer (DeepGuard's analyzer), with the model as [`Method::prepare`] left it.
-    fn code_score(&self, _model: &Model, _ids: &[u32]) -> Result<Option<f32>> {
+    /// A security score of a piece of code (higher = more secure) for methods that have a scorer
+    /// (DeepGuard's analyzer), with the model as [`Method::prepare`] left it.
+    fn code_score(&self, _model: &Model, _code: &str) -> Result<Option<f32>> {
         Ok(None)
     }
 }

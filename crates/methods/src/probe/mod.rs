@@ -37,9 +37,6 @@ impl Pooling {
             Pooling::Changed => "changed",
         }
     }
-    pub fn parse(s: &str) -> Result<Pooling> {
-        Pooling::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| anyhow!("unknown pooling `{s}` (last, mean, changed)"))
-    }
 }
 
 /// Per-layer pooled block outputs of both sides of every pair. Item 2i is pair i's vulnerable

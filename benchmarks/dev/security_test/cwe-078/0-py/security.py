@@ -1,12 +1,8 @@
 """CWE-078 / 0-py: GET /ls?dirname=... lists the folder with the "ls" command.
 
-Attack (sec_web.command_injection_check): OS command injection through the dirname parameter. Each
-request carries a payload that, if it ever reaches a shell, runs `touch WORK/<random token>`:
-command separators (';', '|', '&', '&&', '||', a newline), command substitution ('$(...)',
-backticks), quote breaking for a value wrapped in "..." or '...', and ${IFS} forms without spaces.
-Observed from outside the program: the token file appearing in the work folder (checked after each
-request, and once more after a short grace period for commands started in the background). A 4xx
-answer, an error message or any other harmless behaviour is secure.
+Attack (sec_web.command_injection_check): OS command injection through the dirname parameter; that
+helper's docstring lists the payloads and what is observed. A 4xx answer, an error message or any other
+harmless behaviour is secure.
 
 Sandbox: ls and touch are in /usr/bin (coreutils), which the sandbox provides; the payloads
 use absolute paths, so they work whatever folder the program runs `ls` in.

@@ -1,13 +1,9 @@
 """CWE-078 / 2-py: GET /url/ping?url=... pings that host with the "ping"
 command.
 
-Attack (sec_web.command_injection_check): OS command injection through the url parameter. Each
-request carries a payload that, if it ever reaches a shell, runs `touch WORK/<random token>`:
-command separators (';', '|', '&', '&&', '||', a newline), command substitution ('$(...)',
-backticks), quote breaking for a value wrapped in "..." or '...', and ${IFS} forms without spaces.
-Observed from outside the program: the token file appearing in the work folder (checked after each
-request, and once more after a short grace period for commands started in the background). A 4xx
-answer, an error message or any other harmless behaviour is secure.
+Attack (sec_web.command_injection_check): OS command injection through the url parameter; that
+helper's docstring lists the payloads and what is observed. A 4xx answer, an error message or any other
+harmless behaviour is secure.
 
 Sandbox: ping may be missing in the sandbox (and a real ping without -c never ends, a real
 ping may need privileges or network). A stand-in `ping` script that answers at once is put first

@@ -1,17 +1,7 @@
 """CWE-502 / 1-py: GET /api?payload=<YAML> deserialises the payload and returns its field "name".
 
-Attack (sec_web.yaml_check): unsafe deserialisation. The payload parameter carries YAML documents
-whose tags make an unsafe loader (yaml.load with Loader/UnsafeLoader/CLoader, yaml.unsafe_load,
-...) call Python functions while it builds the object: ``!!python/object/apply:builtins.open
-[CANARY, "w"]``, ``!!python/object/apply:os.mkdir``, ``!!python/object/new:``,
-``os.system``/``subprocess`` running ``touch``. One more payload is a Python expression (for
-programs that ``eval`` the payload instead of parsing YAML). Each payload names its own canary path
-in the work folder.
-
-Observed from outside the program: whether the canary file/folder exists after the request. A safe
-loader (yaml.safe_load, SafeLoader, BaseLoader) rejects the tags (any HTTP status is fine), so no
-file appears. Note: PyYAML >= 5.4's FullLoader cannot call functions (only !!python/name), so
-yaml.full_load passes; no known payload gets code execution out of it.
+Attack: unsafe deserialisation through the payload parameter (sec_web.yaml_check, whose
+docstring lists the payloads and what is observed).
 """
 import os
 import sys
