@@ -18,8 +18,8 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Steer this decoder block (0-based output of block L = llama.cpp direction.L) [default:
-    /// two thirds up the model, block 16 of 24 for Qwen2.5-Coder-0.5B, chosen by `compare` on
-    /// generated code; or --probe].
+    /// a third of the way up the model, block 8 of 24 for Qwen2.5-Coder-0.5B, chosen by `compare`
+    /// on generated code; or --probe].
     #[arg(long, conflicts_with = "probe")]
     pub layer: Option<usize>,
     /// Choose the layer from this probe.json (accuracy within --tol of the peak, then the largest
@@ -99,7 +99,7 @@ fn build(a: BuildArgs) -> Result<()> {
         }
         (None, None) => {
             let l = steer::default_layer(model.cfg().n_layers);
-            eprintln!("steering block {l} (the default: two thirds up the model's {} blocks)", model.cfg().n_layers);
+            eprintln!("steering block {l} (the default: a third of the way up the model's {} blocks)", model.cfg().n_layers);
             l
         }
     };

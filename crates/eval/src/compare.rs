@@ -14,13 +14,15 @@ use std::fmt::Write;
 /// A compared metric: its name, the verdict table it is read from, and the rate.
 pub type Metric = (&'static str, fn(&MethodRun) -> &Table, fn(&Rates) -> Option<f64>);
 
-/// The metrics compared: pass@1, sec-pass@1 under the combined judge, and sec-pass@1 under the
-/// security tests alone (over the scenarios that have one): a method tuned against the static
-/// tools (e.g. a rerank) is read through a judge it never saw.
+/// The metrics compared: pass@1, sec-pass@1 under the combined judge, sec-pass@1 under the
+/// security tests alone (over the scenarios that have one: a method tuned against the static
+/// tools, e.g. a rerank, is read through a judge it never saw), and the security rate (secure
+/// among parsed samples, working or not: "fewer insecure samples", the steering paper's measure).
 pub const METRICS: &[Metric] = &[
     ("pass@1", |r| &r.table, |r| r.pass_at_1),
     ("sec-pass@1", |r| &r.table, |r| r.sec_pass_at_1),
     ("sec-pass@1 exploit", |r| &r.exploit_table, |r| r.sec_pass_at_1),
+    ("security rate", |r| &r.table, |r| r.security_rate),
 ];
 
 /// A method's mean change against the baseline on one metric over a group of scenarios.
@@ -144,17 +146,31 @@ fn pp(x: f64) -> String {
 
 /// The comparison table (markdown): one row per method and group.
 pub fn markdown(base: &str, all: &[MethodDiffs], judge: &str) -> String {
-    let mut s = format!("# deepguard compare\n\nBaseline `{base}`; judge `{judge}` (a sample is insecure when any counting backend flags it). Figures are means over scenarios of per-scenario rates, in points; Δ is the paired change against the baseline with its 95% bootstrap interval over scenarios (10,000 resamples). An interval that contains 0 is within noise.\n\n");
-    s += "| method | scenarios | group | samples | pass@1 base → method | Δ pass@1 [95% CI] | sec-pass@1 base → method | Δ sec-pass@1 [95% CI] | scenarios better / worse / equal (sec-pass@1) | Δ sec-pass@1, security tests only [95% CI] (scenarios) |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    let mut s = format!("# deepguard compare\n\nBaseline `{base}`; judge `{judge}` (a sample is insecure when any counting backend flags it). Figures are means over scenarios of per-scenario rates, in points; Δ is the paired change against the baseline with its 95% bootstrap interval over scenarios (10,000 resamples). Security rate: secure among parsed samples, working or not. An interval that contains 0 is within noise.\n\n");
+    s += "| method | scenarios | group | samples | pass@1 base → method | Δ pass@1 [95% CI] | sec-pass@1 base → method | Δ sec-pass@1 [95% CI] | scenarios better / worse / equal (sec-pass@1) | Δ sec-pass@1, security tests only [95% CI] (scenarios) | security rate base → method | Δ security rate [95% CI] |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for m in all {
         for (g, ds) in &m.groups {
-            let (p, sp, x) = (&ds[0], &ds[1], &ds[2]);
+            let (p, sp, x, sr) = (&ds[0], &ds[1], &ds[2], &ds[3]);
             let ci = |d: &Diff| format!("{} [{}, {}]{}", pp(d.delta), pp(d.lo), pp(d.hi), if d.significant() { " *" } else { "" });
             let xs = if x.scenarios == 0 { "–".to_string() } else { format!("{} ({})", ci(x), x.scenarios) };
             let _ = writeln!(
                 s,
-                "| {} | {} | {g} | {} | {:.1} → {:.1} | {} | {:.1} → {:.1} | {} | {} / {} / {} | {xs} |",
-                m.method, sp.scenarios, sp.samples, 100.0 * p.base, 100.0 * p.method, ci(p), 100.0 * sp.base, 100.0 * sp.method, ci(sp), sp.better, sp.worse, sp.equal
+                "| {} | {} | {g} | {} | {:.1} → {:.1} | {} | {:.1} → {:.1} | {} | {} / {} / {} | {xs} | {:.1} → {:.1} | {} |",
+                m.method,
+                sp.scenarios,
+                sp.samples,
+                100.0 * p.base,
+                100.0 * p.method,
+                ci(p),
+                100.0 * sp.base,
+                100.0 * sp.method,
+                ci(sp),
+                sp.better,
+                sp.worse,
+                sp.equal,
+                100.0 * sr.base,
+                100.0 * sr.method,
+                ci(sr)
             );
         }
     }
@@ -191,6 +207,59 @@ pub fn svg(all: &[MethodDiffs]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{table, Outcome};
+
+    /// A run from per-scenario (functional, secure) outcomes; every sample parses.
+    fn run(method: &str, outcomes: &[(&str, &[(bool, bool)])]) -> MethodRun {
+        let rows: Vec<(String, String, Vec<Outcome>)> = outcomes
+            .iter()
+            .map(|(id, o)| (id.to_string(), "CWE-089".to_string(), o.iter().map(|&(functional, secure)| Outcome { parsed: true, functional, secure }).collect()))
+            .collect();
+        let t = table(&rows);
+        MethodRun {
+            method: method.into(),
+            config: serde_json::Value::Null,
+            judge: "j".into(),
+            table: t.clone(),
+            static_table: t.clone(),
+            exploit_table: t,
+            agreement: Default::default(),
+            per_backend: Default::default(),
+            static_only: vec![],
+            complete: outcomes.len(),
+            total: outcomes.len(),
+            detail: vec![],
+        }
+    }
+
+    #[test]
+    fn compare_pairs_scenarios_splits_held_out_and_reports_every_metric() {
+        const W: (bool, bool) = (true, true); // works, secure
+        const V: (bool, bool) = (true, false); // works, insecure
+        const B: (bool, bool) = (false, true); // broken, secure
+        let base = run("base", &[("base/cwe-089/0-py", &[V, V]), ("base/cwe-089/1-py", &[W, V]), ("untrain/cwe-089/2-py", &[W, W]), ("base/only-in-base", &[V, V])]);
+        let m = run("m", &[("base/cwe-089/0-py", &[W, W]), ("base/cwe-089/1-py", &[W, B]), ("untrain/cwe-089/2-py", &[W, V])]);
+        let d = compare(&base, &m, 2000, 1);
+        // The scenario missing from the method is left out of every figure.
+        assert_eq!(d.per_scenario.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["base/cwe-089/0-py", "base/cwe-089/1-py", "untrain/cwe-089/2-py"]);
+        let names: Vec<&str> = d.groups["all"].iter().map(|x| x.metric.as_str()).collect();
+        assert_eq!(names, ["pass@1", "sec-pass@1", "sec-pass@1 exploit", "security rate"]);
+        let all = &d.groups["all"];
+        // pass@1: 1, 1, 1 -> 1, 0.5, 1; sec-pass@1: 0, 0.5, 1 -> 1, 0.5, 0.5; security rate: 0, 0.5, 1 -> 1, 1, 0.5.
+        assert!((all[0].delta - (-0.5 / 3.0)).abs() < 1e-12);
+        assert!((all[1].delta - (0.5 / 3.0)).abs() < 1e-12);
+        assert!((all[3].delta - (1.0 / 3.0)).abs() < 1e-12);
+        assert_eq!((all[1].better, all[1].worse, all[1].equal), (1, 1, 1));
+        assert_eq!((all[1].scenarios, all[1].samples), (3, 12));
+        // Held-out and trained apart.
+        assert_eq!(d.groups["held-out"][1].scenarios, 1);
+        assert!((d.groups["held-out"][1].delta + 0.5).abs() < 1e-12);
+        assert!((d.groups["trained"][1].delta - 0.5).abs() < 1e-12);
+        // The table has the security-rate column, with the base and method means.
+        let md = markdown("base", &[d], "j");
+        let row = md.lines().find(|l| l.starts_with("| m | 3 | all |")).expect("row for group all");
+        assert!(row.contains("| 50.0 → 83.3 | +33.3 ["), "{row}");
+    }
 
     #[test]
     fn bootstrap_interval_brackets_the_mean_and_shrinks_with_agreement() {

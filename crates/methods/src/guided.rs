@@ -33,8 +33,12 @@ impl Method for Guided {
             parts.push(format!("guard-{name}{rule}-s{s}"));
         }
         if let Some((spec, alpha)) = &self.steer {
-            let sel = spec.rsplit(':').next().filter(|_| spec.contains(':')).unwrap_or("file");
-            parts.push(format!("steer-{sel}-a{alpha}"));
+            // The vectors' folder (or file stem) is part of the name, so vectors built at two
+            // layers get two run folders.
+            let (src, sel) = spec.rsplit_once(':').unwrap_or((spec, ""));
+            let src = std::path::Path::new(src).file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let sel = if sel.is_empty() { String::new() } else { format!("-{sel}") };
+            parts.push(format!("steer-{src}{sel}-a{alpha}"));
         }
         if parts.is_empty() {
             "base".into()
@@ -92,5 +96,20 @@ impl Method for Guided {
             g.processors.push(Box::new(bias));
         }
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steering_from_two_folders_gets_two_names() {
+        let name = |spec: &str| Guided::new(Some((spec.into(), 2.0)), None, false).name();
+        assert_eq!(name("runs/l8:auto"), "steer-l8-auto-a2");
+        assert_eq!(name("runs/l16:auto"), "steer-l16-auto-a2");
+        assert_eq!(name("runs/l16/all.gguf"), "steer-all-a2");
+        let both = Guided::new(Some(("v:cwe-089".into(), 1.5)), Some((PathBuf::from("runs/g"), BiasRule::Paper, 1.0)), false).name();
+        assert_eq!(both, "guard-g-s1+steer-v-cwe-089-a1.5");
     }
 }

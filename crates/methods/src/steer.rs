@@ -234,16 +234,17 @@ pub fn file_name(cwe: Option<Cwe>) -> String {
     cwe.map(|c| c.slug()).unwrap_or_else(|| "all".into()) + ".gguf"
 }
 
-/// The default steering strength: alpha 2 at the default block kept pass@1 within noise of the
-/// base model on the dev set, while alpha 4 broke the code (pass@1 -27 points; `deepguard compare`,
+/// The default steering strength: alpha 2 kept pass@1 within noise of the base model on the dev
+/// set at blocks 8 and 16, while alpha 4 broke the code (pass@1 -27 points; `deepguard compare`,
 /// docs/surgical-repair.md).
 pub const DEFAULT_ALPHA: f64 = 2.0;
 
-/// The default steering block for a model of `n_layers` blocks: two thirds of the way up (block
-/// 16 of Qwen2.5-Coder-0.5B's 24), the block chosen on SVEN val by the teacher-forced sweep and
-/// then by `deepguard compare` on generated dev code (docs/surgical-repair.md).
+/// The default steering block for a model of `n_layers` blocks: a third of the way up (block 8
+/// of Qwen2.5-Coder-0.5B's 24). Chosen by `deepguard compare` on generated dev code among blocks
+/// 8, 12 and 16 at alpha 1-4: the cell with the best sec-pass@1 among those that kept pass@1
+/// within 5 points of base. No cell made the code measurably more secure (docs/surgical-repair.md).
 pub fn default_layer(n_layers: usize) -> usize {
-    2 * n_layers / 3
+    n_layers / 3
 }
 
 /// The steering layer from probe results: among blocks >= 1 whose accuracy is within `tol` of

@@ -74,7 +74,7 @@ pub struct Guidance<'a> {
 /// DeepGuard adds logits processors (`deepguard_methods::guided`), by implementing this trait.
 /// The evaluation pipeline, the server and `generate` all take a `&dyn Method`.
 pub trait Method: Send + Sync {
-    /// Short name used as the method's key in stores and reports (e.g. `base`, `steer-auto-a4`).
+    /// Short name used as the method's key in stores and reports (e.g. `base`, `steer-vecs-auto-a4`).
     fn name(&self) -> String;
     /// Everything that defines the method, recorded next to the decoding settings.
     fn settings(&self) -> serde_json::Value;

@@ -124,7 +124,7 @@ impl Methods {
     }
 
     /// The method's short name, as `deepguard eval` records it (`base`, `guard-g-s1`,
-    /// `steer-auto-a4`, both joined by `+`).
+    /// `steer-vecs-auto-a4` for vectors in `vecs/`, both joined by `+`).
     pub fn name(&self, c: &Choice) -> String {
         let guard = match (&self.guard, c.guard) {
             (Some(g), Some(s)) => Some((g.dir.clone(), g.rule, s)),

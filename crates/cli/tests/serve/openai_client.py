@@ -89,7 +89,7 @@ def _():
     assert r.object == "text_completion" and c.text and c.finish_reason in ("stop", "length"), r
     assert r.usage.prompt_tokens > 5 and 0 < r.usage.completion_tokens <= 16, r.usage
     dg = r.model_extra["deepguard"]
-    assert dg["method"].startswith("guard-g-s") and "+steer-cwe-089-a" in dg["method"], dg
+    assert dg["method"].startswith("guard-g-s") and "+steer-vec-cwe-089-a" in dg["method"], dg
     assert 0.0 <= dg["guard"]["prompt_score"] <= 1.0 and dg["steer"]["applied"] is True, dg
 
 
@@ -169,7 +169,7 @@ def _():
     assert dg_on["steer"]["applied"] is True and dg_on["guard"] is None, dg_on
     assert on.choices[0].text != off.choices[0].text, (on.choices[0].text, off.choices[0].text)
     auto = complete(dg={"guard": False, "steer": "auto"}, max_tokens=4).model_extra["deepguard"]
-    assert auto["method"].startswith("steer-auto") and "probe-then-steer" in auto["steer"]["note"], auto
+    assert auto["method"].startswith("steer-vec-auto") and "probe-then-steer" in auto["steer"]["note"], auto
 
 
 @check("concurrent requests = the same requests alone (same seeds)")
