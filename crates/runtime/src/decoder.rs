@@ -66,7 +66,8 @@ impl Linear {
         let y = match &self.weight {
             Weight::Kernel(m) => m.forward(x)?,
             Weight::Candle(_, q) => q.forward(x)?,
-            Weight::Dense(w) => x.broadcast_matmul(&w.t()?)?,
+            // The frozen base weight gets no gradient (adapters carry the trainable part).
+            Weight::Dense(w) => crate::frozen::frozen_matmul(x, w)?,
         };
         self.finish(x, y, opts)
     }

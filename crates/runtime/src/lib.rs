@@ -11,6 +11,7 @@ pub mod chat;
 pub mod config;
 pub mod decoder;
 pub mod files;
+pub mod frozen;
 pub mod generate;
 pub mod gguf;
 pub mod hooks;
