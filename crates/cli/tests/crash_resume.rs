@@ -158,7 +158,9 @@ fn eval_killed_in_every_stage_resumes_to_the_same_report() {
         let args = eval_args(&model, out.to_str().unwrap());
         let label = || if done(&out) { "later" } else { stage_name };
         let mut landed = 0;
-        for attempt in 0..12 {
+        // Attempts are cheap and stop at the third landed kill; a loaded machine makes more of
+        // them outrun their kill (the stage timing above was taken on a quieter moment).
+        for attempt in 0..40 {
             if landed == 3 {
                 break;
             }
