@@ -5,7 +5,7 @@
 //! if it still has none it counts as failed and is marked `no_verdict`.
 
 use crate::gen::SampleRec;
-use crate::sandbox::{Limits, Outcome, Sandbox};
+use crate::sandbox::{Limits, Sandbox};
 use crate::scenario::{Lang, Scenario};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -126,7 +126,7 @@ impl Runner {
         let out = self.sandbox(work.path()).run(&argv, b"", &self.limits(lang, programs.len()))?;
         let stat: serde_json::Value = std::fs::read_to_string(&stat_path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         let verdicts = programs.iter().map(|(i, _)| stat.get(file_name(lang, *i)).and_then(|e| e.get("functional")).and_then(|v| v.as_bool())).collect();
-        Ok((verdicts, tail(&out, 2000)))
+        Ok((verdicts, out.log_tail(2000)))
     }
 
     /// Syntax check of every program, in the sandbox (C headers are read, nothing runs).
@@ -176,16 +176,6 @@ pub fn install_requirements(venv_bin: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The end of a sandboxed run's log (ending, wall time, stdout, stderr): its last `n` bytes or
-/// fewer, cut at a character boundary (compilers quote with multi-byte characters).
-pub(crate) fn tail(o: &Outcome, n: usize) -> String {
-    let s = format!("[{:?} after {:.1}s]\n{}{}", o.ending, o.wall.as_secs_f64(), o.stdout, o.stderr);
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    s[start..].to_string()
-}
 
 
 #[cfg(test)]
@@ -195,19 +185,5 @@ mod tests {
         let log = "Traceback (most recent call last):\n  File \"functional.py\", line 3, in <module>\n    from Crypto.Cipher import AES\nModuleNotFoundError: No module named 'Crypto'\n";
         assert_eq!(super::missing_module(log).as_deref(), Some("Crypto"));
         assert_eq!(super::missing_module("all fine"), None);
-    }
-
-    #[test]
-    fn a_log_tail_cuts_at_a_character_boundary() {
-        use crate::sandbox::{Ending, Outcome};
-        // gcc quotes names with U+2018/U+2019 (3 bytes each); a byte cut can land inside one.
-        let o = Outcome { ending: Ending::Exit(0), stdout: String::new(), stderr: "note: include \u{2018}<string.h>\u{2019}".into(), wall: std::time::Duration::ZERO, uid: 0 };
-        let full = super::tail(&o, 10_000);
-        assert!(full.starts_with("[Exit(0) after 0.0s]\n") && full.ends_with("\u{2019}"), "{full}");
-        for n in 0..full.len() {
-            let t = super::tail(&o, n);
-            // At most n bytes, a suffix of the log, and short by less than one character.
-            assert!(t.len() <= n && full.ends_with(&t) && t.len() + 3 > n.min(full.len()), "{n}: {t:?}");
-        }
     }
 }

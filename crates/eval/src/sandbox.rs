@@ -95,6 +95,17 @@ impl Outcome {
     pub fn success(&self) -> bool {
         self.ending == Ending::Exit(0)
     }
+
+    /// The end of the run's log (ending, wall time, stdout, stderr): its last `n` bytes or fewer,
+    /// cut at a character boundary (compilers quote with multi-byte characters).
+    pub fn log_tail(&self, n: usize) -> String {
+        let s = format!("[{:?} after {:.1}s]\n{}{}", self.ending, self.wall.as_secs_f64(), self.stdout, self.stderr);
+        let mut start = s.len().saturating_sub(n);
+        while !s.is_char_boundary(start) {
+            start += 1;
+        }
+        s[start..].to_string()
+    }
 }
 
 pub struct Sandbox {
@@ -715,6 +726,24 @@ pub mod cgroup {
             assert_eq!(super::own_cgroup_dir("0::/\n", mi).unwrap(), std::path::PathBuf::from("/sys/fs/cgroup/unified"));
             assert!(super::own_cgroup_dir("4:memory:/a\n", mi).is_none());
             assert!(super::own_cgroup_dir("0::/\n", "24 1 0:22 / /sys rw - sysfs sysfs rw\n").is_none());
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::{Ending, Outcome};
+
+    #[test]
+    fn a_log_tail_cuts_at_a_character_boundary() {
+        // gcc quotes names with U+2018/U+2019 (3 bytes each); a byte cut can land inside one.
+        let o = Outcome { ending: Ending::Exit(0), stdout: String::new(), stderr: "note: include \u{2018}<string.h>\u{2019}".into(), wall: std::time::Duration::ZERO, uid: 0 };
+        let full = o.log_tail(10_000);
+        assert!(full.starts_with("[Exit(0) after 0.0s]\n") && full.ends_with("\u{2019}"), "{full}");
+        for n in 0..full.len() {
+            let t = o.log_tail(n);
+            // At most n bytes, a suffix of the log, and short by less than one character.
+            assert!(t.len() <= n && full.ends_with(&t) && t.len() + 3 > n.min(full.len()), "{n}: {t:?}");
         }
     }
 }

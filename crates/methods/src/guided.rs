@@ -33,11 +33,13 @@ impl Method for Guided {
             parts.push(format!("guard-{name}{rule}-s{s}"));
         }
         if let Some((spec, alpha)) = &self.steer {
-            // The vectors' folder (or file stem) is part of the name, so vectors built at two
-            // layers get two run folders.
-            let (src, sel) = spec.rsplit_once(':').unwrap_or((spec, ""));
-            let src = std::path::Path::new(src).file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            let sel = if sel.is_empty() { String::new() } else { format!("-{sel}") };
+            // The vectors' folder (`DIR:SEL`) or file stem (`FILE.gguf`) is part of the name, so
+            // vectors built at two layers get two run folders.
+            let (src, sel) = match spec.rsplit_once(':') {
+                Some((dir, sel)) => (std::path::Path::new(dir).file_name(), format!("-{sel}")),
+                None => (std::path::Path::new(spec).file_stem(), String::new()),
+            };
+            let src = src.map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             parts.push(format!("steer-{src}{sel}-a{alpha}"));
         }
         if parts.is_empty() {

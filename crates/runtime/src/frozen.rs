@@ -4,7 +4,8 @@
 //! candle's matmul backward always computes both operands' gradients. For a frozen weight that
 //! is a second GEMM per projection (`xᵀ · dy`, as large as the input's gradient) plus a
 //! weight-sized tensor allocated and summed into, every step, for a gradient nobody reads. With
-//! LoRA on the top 8 blocks that is 56 such products per side of a pair. [`frozen_matmul`]
+//! LoRA on the top 8 blocks that is 56 such products per pair (the secure side's backward; the
+//! vulnerable side is detached). [`frozen_matmul`]
 //! gives the same forward values and the same input gradient without them.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
