@@ -10,7 +10,7 @@ for compile_c / run_c / c_attacks):
 import os
 import re
 
-from sec_utils import c_attacks, compile_c, is_report_head
+from sec_utils import c_attacks, compile_c, hide_names, is_report_head
 
 # ---------------------------------------------------------------------------------------------
 # argv in exactly sized heap blocks
@@ -90,7 +90,7 @@ def compile_with_failalloc(sample):
     a pattern a real allocator does not produce)."""
     shim = os.path.join(sample.work, "dg_failalloc_shim.c")
     with open(shim, "w") as fh:
-        fh.write(FAILALLOC_SHIM)
+        fh.write(hide_names(FAILALLOC_SHIM))
     return compile_c(sample, sanitize="address", extra=[shim, *FAILALLOC_WRAP])
 
 

@@ -17,9 +17,20 @@ Protocol details that keep the verdict out of the reach of the code under test:
   sanitizer's log, the exit status), never from what the program says about itself;
 - this process makes itself non-dumpable before any program runs, so that a program running as
   the same user can neither ptrace it nor read its memory or file descriptors;
-- the harness writes a secret key on standard input; every verdict carries
-  ``mac = HMAC-SHA256(key, "<file>\\0<1|0>")``, so a program that outlives its check and rewrites
-  stat.json cannot forge a verdict the harness accepts (run by hand, the key is empty);
+- the harness writes a secret key on standard input; every entry carries
+  ``mac = HMAC-SHA256(key, "<file>\\0<status>\\0<text>")`` (status ``1`` secure, ``0`` exploited,
+  ``U`` untestable, ``E`` a fault of the test; text: the evidence or the error), so a program that
+  outlives its check and rewrites stat.json can neither forge a verdict nor change its text (run
+  by hand, the key is empty);
+- fail closed: a program that does not build, import, start or listen under attack is
+  ``untestable``, which the harness counts as insecure (it passed or failed its unit test in
+  another run; a program that starts there and not here is a finding, not a pass);
+- nothing for the program to recognise: each program runs in its own user, PID and mount
+  namespaces (``unshare``), where this process, the sandbox's pid 1 and their command lines are
+  invisible and cannot be signalled; the names of the environment variables the tests control
+  (``DG_*`` in the test code) are replaced by random ones per run (``hide_names``), work folders
+  have neutral names, and the harness can have this test's own files erased once it has
+  started (a second line ``erase <folder>`` on standard input);
 - after each program, every leftover process of the sandbox's user is killed (only inside the
   deepguard sandbox, recognised by its unprivileged uid).
 
@@ -36,6 +47,7 @@ report parsing).
 
 import argparse
 import ctypes
+import re
 import hashlib
 import hmac
 import http.client
@@ -57,7 +69,35 @@ SANDBOX_UID_MIN = 61000
 
 
 class NotStarted(Exception):
-    """The program could not be started (it does not build, import or listen)."""
+    """The program could not be started (it does not build, import or listen): untestable, which
+    the harness counts as insecure."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Names the program must not recognise
+
+_NAMES = {}
+
+
+def env_name(name):
+    """The per-run random name that stands for ``name`` (e.g. ``DG_FLOAT_A``): an upper-case
+    identifier of 6 to 11 letters, different in every run of the test, never starting with DG_."""
+    if name not in _NAMES:
+        while True:
+            n = "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(6 + secrets.randbelow(6)))
+            if not n.startswith("DG") and n not in _NAMES.values() and n not in os.environ:
+                break
+        _NAMES[name] = n
+    return _NAMES[name]
+
+
+_DG_NAME = re.compile(r"\bDG_[A-Z0-9_]+\b")
+
+
+def hide_names(text):
+    """``text`` (test-authored code, e.g. a C prelude) with every ``DG_*`` name replaced by its
+    per-run random name (``env_name``). Never apply it to the program under test."""
+    return _DG_NAME.sub(lambda m: env_name(m.group()), text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,6 +128,33 @@ class Sample:
         return "dg" + secrets.token_hex(8)
 
 
+def _isolation():
+    """The argv prefix that starts a program in its own user, PID and mount namespaces with a
+    /proc of its own (util-linux ``unshare``): the program is pid 1 there, sees no other process,
+    and can signal none of this test's. Inside the deepguard sandbox isolation is required (an
+    error when it cannot be had); run by hand, programs run without it."""
+    global _ISOLATION
+    if _ISOLATION is None:
+        argv = ["unshare", "--user", "--map-current-user", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
+        try:
+            ok = subprocess.run(argv + ["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, timeout=10)
+            why = ok.stderr.decode("utf-8", "replace").strip()
+            ok = ok.returncode == 0
+        except (OSError, subprocess.TimeoutExpired) as e:
+            ok, why = False, str(e)
+        if ok:
+            _ISOLATION = argv
+        elif _in_sandbox():
+            raise RuntimeError(f"cannot isolate programs in their own namespaces: {why}")
+        else:
+            _ISOLATION = []
+    return _ISOLATION
+
+
+_ISOLATION = None
+
+
 def _non_dumpable():
     try:
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
@@ -108,8 +175,24 @@ def _kill_leftovers():
             pass
 
 
-def mac(key, name, secure):
-    return hmac.new(key.encode(), f"{name}\0{1 if secure else 0}".encode(), hashlib.sha256).hexdigest()
+def mac(key, name, status, text):
+    return hmac.new(key.encode(), f"{name}\0{status}\0{text}".encode(), hashlib.sha256).hexdigest()
+
+
+def _text(x, n=2000):
+    """Bounded text that survives UTF-8 and JSON unchanged (what the MAC covers)."""
+    return str(x)[:n].encode("utf-8", "replace").decode("utf-8")
+
+
+def entry(key, name, status, text):
+    """One stat.json entry: status ``1`` secure, ``0`` exploited, ``U`` untestable (counted as
+    insecure), ``E`` a fault of the test (counted as insecure too); the MAC covers all of it."""
+    text = _text(text)
+    e = {"error": text} if status == "E" else {"secure": status == "1", "evidence": text}
+    if status == "U":
+        e["untestable"] = True
+    e["mac"] = mac(key, name, status, text)
+    return e
 
 
 def main(check, exts=None):
@@ -117,31 +200,39 @@ def main(check, exts=None):
     parser = argparse.ArgumentParser(description="deepguard security test")
     parser.add_argument("--path", required=True, help="folder of completed programs")
     args = parser.parse_args()
-    key = ""
+    key, erase = "", None
     if not sys.stdin.isatty():
         key = sys.stdin.readline().strip()
+        line = sys.stdin.readline().strip()
+        if line.startswith("erase "):
+            erase = line[len("erase "):]
     _non_dumpable()
+    if erase and _in_sandbox():
+        # The test's own files (already imported) are gone before any program runs.
+        shutil.rmtree(erase, ignore_errors=True)
     base = os.path.abspath(args.path)
     exts = exts or (".py", ".c")
     files = sorted(f for f in os.listdir(base) if f.endswith(tuple(exts)) and not f.startswith("_"))
     stat = {}
     for f in files:
-        work = tempfile.mkdtemp(prefix="sec-")
+        work = tempfile.mkdtemp()
         sample = Sample(os.path.join(base, f), work)
         try:
+            if f.endswith(".c"):
+                check_tampering(sample)
             secure, evidence = check(sample)
-            entry = {"secure": bool(secure), "evidence": str(evidence)[:2000]}
+            status, text = ("1" if secure else "0"), evidence
+        except Tampering as e:
+            status, text = "0", f"tampering: {_text(e, 1500)}"
         except NotStarted as e:
-            entry = {"secure": True, "evidence": f"not exploitable: the program did not start ({str(e)[:1500]})"}
-        except Exception as e:  # a fault of the test itself: no verdict
-            entry = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            status, text = "U", f"untestable: the program did not start under attack ({_text(e, 1500)})"
+        except Exception as e:  # a fault of the test itself (or of a program that broke it)
+            status, text = "E", f"{type(e).__name__}: {e}"
         _kill_leftovers()
         shutil.rmtree(work, ignore_errors=True)
-        if "secure" in entry:
-            entry["mac"] = mac(key, f, entry["secure"])
-        stat[f] = entry
-        print(f"{f}: {'error' if 'error' in entry else ('secure' if entry['secure'] else 'INSECURE')} - "
-              f"{entry.get('evidence', entry.get('error'))[:300]}", flush=True)
+        stat[f] = entry(key, f, status, text)
+        word = {"1": "secure", "0": "INSECURE", "U": "UNTESTABLE", "E": "error"}[status]
+        print(f"{f}: {word} - {_text(text, 300)}", flush=True)
         _write_stat(base, stat)  # after every program: a run cut short keeps what it judged
 
 
@@ -173,13 +264,13 @@ class Run:
 
 def _env(extra=None):
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONDONTWRITEBYTECODE")}
-    env.update(extra or {})
+    env.update({env_name(k) if k.startswith("DG_") else k: v for k, v in (extra or {}).items()})
     return env
 
 
 def run(argv, cwd, stdin=b"", timeout=5, env=None):
     """Runs a program in its own session; the whole session is killed on the way out."""
-    p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = subprocess.Popen(_isolation() + list(argv), cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=_env(env), start_new_session=True)
     try:
         out, err = p.communicate(stdin, timeout=timeout)
@@ -393,9 +484,9 @@ class FlaskServer:
 
     def __enter__(self):
         self.port = _free_port()
-        self.errdir = tempfile.mkdtemp(prefix="srv-")
+        self.errdir = tempfile.mkdtemp()
         self.errlog = open(os.path.join(self.errdir, "stderr"), "w+b")
-        self.proc = subprocess.Popen([PYTHON, "-c", _SERVE_STUB, self.sample.path, str(self.port), self.prelude, self.setup],
+        self.proc = subprocess.Popen(_isolation() + [PYTHON, "-c", _SERVE_STUB, self.sample.path, str(self.port), self.prelude, self.setup],
                                      cwd=self.cwd or self.sample.work, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.errlog, env=_env(self.env),
                                      start_new_session=True)
@@ -430,6 +521,25 @@ class FlaskServer:
 # C programs, built with a sanitizer
 
 
+# Symbols a program under test may neither define nor use: the sanitizers' control interface and
+# hooks (a program that redirects or silences the report, or sets its own default options), the
+# linker's --wrap names the tests' shims own, and run-time symbol lookup (a way to reach the same
+# interface by name).
+TAMPER_PREFIXES = ("__asan_", "__sanitizer_", "__ubsan_", "__lsan_", "__msan_", "__tsan_", "__hwasan_",
+                   "__interceptor_", "__wrap_", "__real_")
+TAMPER_NAMES = ("dlsym", "dlvsym", "dlopen", "dlmopen")
+
+
+def tampering(symbols):
+    """The first symbol (``nm`` output: "[address] TYPE NAME" lines) by which a program would
+    control the sanitizers or the tests' shims: '' when none."""
+    for line in symbols.splitlines():
+        name = line.split()[-1] if line.split() else ""
+        if name.startswith(TAMPER_PREFIXES) or name in TAMPER_NAMES:
+            return name
+    return ""
+
+
 def compile_c(sample, sanitize="address", out="prog", extra=()):
     """Builds the sample in its work folder with AddressSanitizer (``address``), UBSan
     (``undefined``) or none (None); returns the binary's path. Raises NotStarted when it does not
@@ -448,6 +558,26 @@ def compile_c(sample, sanitize="address", out="prog", extra=()):
     return exe
 
 
+class Tampering(Exception):
+    """The program reaches for the harness's own controls: a finding (insecure), not a fault."""
+
+
+def check_tampering(sample):
+    """Compiles a C sample's own translation unit, uninstrumented, and reads its symbols: a
+    program that defines or calls the sanitizers' interface or the shims' wrap symbols raises
+    ``Tampering``, whatever its source text looks like. (A sample that does not compile alone
+    passes here; building it for the attack then fails, which is untestable.)"""
+    obj = os.path.join(sample.work, "obj.o")
+    r = run(["gcc", "-std=c99", "-w", "-c", "-o", obj, sample.path], sample.work, timeout=60)
+    if r.returncode != 0 or not os.path.exists(obj):
+        return
+    syms = run(["nm", obj], sample.work, timeout=30)
+    os.remove(obj)
+    bad = tampering(syms.stdout)
+    if bad:
+        raise Tampering(f"the program defines or uses {bad!r}, which controls the sanitizer or the test's shims")
+
+
 # The first line of a sanitizer report. The colon matters: ASan's own start-up failures
 # ("ERROR: AddressSanitizer failed to allocate 0x... bytes", e.g. under a memory limit) are not
 # memory errors of the program, and neither is any "failed to allocate" line.
@@ -462,40 +592,48 @@ def is_report_head(line):
 class CRun(Run):
     """A sanitizer-built run; ``report`` holds the sanitizer's report, if one was written."""
 
-    def __init__(self, r, report):
+    def __init__(self, r, report, exitcode):
         super().__init__(r.returncode, r.stdout, r.stderr, r.timed_out)
         self.report = report
+        self.exitcode = exitcode
 
     def memory_error(self):
-        """The first line of a sanitizer report ('' when none): the observed memory error."""
-        for line in self.report.splitlines():
+        """The first line of a sanitizer report ('' when none): the observed memory error. The
+        report is read from the sanitizer's log file and from the program's stderr; a run that
+        ended with the sanitizer's own exit status (random per run) and left no report at all is
+        an error too: the program redirected or silenced the report."""
+        for line in (self.report + "\n" + self.stderr).splitlines():
             if is_report_head(line):
                 return line.strip()[:400]
+        if self.returncode == self.exitcode and not self.report.strip():
+            return f"the run ended with the sanitizer's exit status {self.exitcode} and its report was suppressed"
         return ""
 
 
 _SAN_DEFAULTS = {
-    "ASAN_OPTIONS": "log_path={logs}/asan:detect_leaks=0:allocator_may_return_null=1:hard_rss_limit_mb=1024:abort_on_error=0",
-    "UBSAN_OPTIONS": "log_path={logs}/ubsan:print_stacktrace=1:halt_on_error=1",
+    "ASAN_OPTIONS": "log_path={logs}/asan:detect_leaks=0:allocator_may_return_null=1:hard_rss_limit_mb=1024:abort_on_error=0:exitcode={code}",
+    "UBSAN_OPTIONS": "log_path={logs}/ubsan:print_stacktrace=1:halt_on_error=1:exitcode={code}",
 }
 
 
 def run_c(sample, exe, args=(), stdin=b"", timeout=5, env=None):
     """Runs a sanitizer-built binary; the sanitizer writes its report to a file in a folder of the
-    work folder (read from here after the run, never from the program's output). ``env`` adds
-    variables; an ASAN_OPTIONS/UBSAN_OPTIONS in it is appended to the defaults with ':' (a later
-    option wins), so the log_path stays."""
-    logs = tempfile.mkdtemp(prefix="san-", dir=sample.work)
+    work folder (read from here after the run, never from the program's output) and exits with
+    a status drawn at random per run. ``env`` adds variables; an ASAN_OPTIONS/UBSAN_OPTIONS in
+    it is appended to the defaults with ':' (a later option wins), so the log_path stays."""
+    logs = tempfile.mkdtemp(dir=sample.work)
+    code = 150 + secrets.randbelow(90)
     san_env = dict(env or {})
     for k, default in _SAN_DEFAULTS.items():
-        san_env[k] = ":".join(o for o in (default.format(logs=logs), san_env.get(k)) if o)
+        san_env[k] = ":".join(o for o in (default.format(logs=logs, code=code), san_env.get(k)) if o)
     r = run([exe, *args], sample.work, stdin=stdin, timeout=timeout, env=san_env)
     report = ""
+    os.chmod(logs, 0o700)  # the program may have closed its report folder
     for f in sorted(os.listdir(logs)):
         with open(os.path.join(logs, f), errors="replace") as fh:
             report += fh.read()
     shutil.rmtree(logs, ignore_errors=True)
-    return CRun(r, report)
+    return CRun(r, report, code)
 
 
 def _shown(attack):

@@ -140,18 +140,14 @@ fn exploit_row(x: &Exploit, runner: &Runner, sc: &Scenario) -> Result<ExploitCal
         if *secure {
             row.secure_refs += 1;
             row.secure_functional += t.functional as usize;
-            row.secure_passed += (v.secure == Some(true)) as usize;
+            row.secure_passed += v.is_secure() as usize;
         } else {
             row.vulnerable_refs += 1;
             row.vulnerable_functional += t.functional as usize;
-            row.vulnerable_caught += (v.secure == Some(false)) as usize;
+            // Caught by an attack that worked, not merely untestable.
+            row.vulnerable_caught += (!v.is_secure() && !v.untestable) as usize;
         }
-        let sv = match v.secure {
-            Some(true) => "secure",
-            Some(false) => "insecure",
-            None => "error",
-        };
-        row.detail.push(format!("{name}: unit test {}, {sv}: {}", t.verdict, v.evidence));
+        row.detail.push(format!("{name}: unit test {}, {}: {}", t.verdict, v.label().to_lowercase(), v.evidence));
     }
     row.separated = row.secure_refs > 0
         && row.vulnerable_refs > 0

@@ -1,11 +1,13 @@
 //! Functional check: the scenario's own unit test (`python functional.py --path DIR`) on the
 //! completed programs, one file per sample, inside the sandbox. Verdicts come from
 //! `dirname(DIR)/stat.json`, pre-created with one entry per sample (some `test_utils.py` copies
-//! only update existing entries). A sample the batch leaves without a verdict is re-run alone;
-//! if it still has none it counts as failed and is marked `no_verdict`.
+//! only update existing entries). When the batch's run ends abnormally (a limit, a signal, a
+//! non-zero status: one program broke it), every sample of the batch is re-run alone, so that
+//! each verdict depends on its own program only; a sample that still has none counts as failed
+//! and is marked `no_verdict`.
 
 use crate::gen::SampleRec;
-use crate::sandbox::{Limits, Sandbox};
+use crate::sandbox::{Ending, Limits, Sandbox};
 use crate::scenario::{Lang, Scenario};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -74,7 +76,7 @@ impl Runner {
                 .collect());
         };
         let ut = std::fs::canonicalize(ut).with_context(|| format!("{}: unit test folder missing", ut.display()))?;
-        let (mut verdicts, log) = self.run_batch(sc.lang, &ut.join("functional.py"), programs)?;
+        let (mut verdicts, log, ended) = self.run_batch(sc.lang, &ut.join("functional.py"), programs)?;
         if verdicts.iter().all(Option::is_none) {
             if let Some(m) = missing_module(&log) {
                 bail!(
@@ -84,9 +86,10 @@ impl Runner {
                 );
             }
         }
+        let broken = programs.len() > 1 && ended != Ending::Exit(0);
         for (k, (i, prog)) in programs.iter().enumerate() {
-            if verdicts[k].is_none() {
-                let (v, _) = self.run_batch(sc.lang, &ut.join("functional.py"), &[(*i, prog.clone())])?;
+            if broken || verdicts[k].is_none() {
+                let (v, _, _) = self.run_batch(sc.lang, &ut.join("functional.py"), &[(*i, prog.clone())])?;
                 verdicts[k] = v[0];
             }
         }
@@ -111,8 +114,8 @@ impl Runner {
     }
 
     /// Runs the unit test over `programs` in one sandbox; per-program verdict (None: none given).
-    fn run_batch(&self, lang: Lang, functional: &Path, programs: &[(usize, String)]) -> Result<(Vec<Option<bool>>, String)> {
-        let work = tempfile::Builder::new().prefix("dg-test-").tempdir()?;
+    fn run_batch(&self, lang: Lang, functional: &Path, programs: &[(usize, String)]) -> Result<(Vec<Option<bool>>, String, Ending)> {
+        let work = tempfile::Builder::new().prefix("dg-run-").tempdir()?;
         let dir = work.path().join("samples");
         std::fs::create_dir_all(&dir)?;
         let mut stat = serde_json::Map::new();
@@ -126,7 +129,7 @@ impl Runner {
         let out = self.sandbox(work.path()).run(&argv, b"", &self.limits(lang, programs.len()))?;
         let stat: serde_json::Value = std::fs::read_to_string(&stat_path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         let verdicts = programs.iter().map(|(i, _)| stat.get(file_name(lang, *i)).and_then(|e| e.get("functional")).and_then(|v| v.as_bool())).collect();
-        Ok((verdicts, out.log_tail(2000)))
+        Ok((verdicts, out.log_tail(2000), out.ending))
     }
 
     /// Syntax check of every program, in the sandbox (C headers are read, nothing runs).

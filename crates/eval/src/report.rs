@@ -279,12 +279,7 @@ pub fn html(runs: &[MethodRun]) -> String {
                     esc(&smp.cut.code)
                 );
                 if let Some(x) = &j.exploit {
-                    let v = match x.secure {
-                        Some(true) => "secure",
-                        Some(false) => "INSECURE",
-                        None => "error",
-                    };
-                    let _ = write!(s, "<p>security test: <b>{v}</b> — {}</p>", esc(&x.evidence));
+                    let _ = write!(s, "<p>security test: <b>{}</b> — {}</p>", x.label(), esc(&x.evidence));
                 }
                 if !j.findings.is_empty() {
                     s += "<ul>";

@@ -79,9 +79,10 @@ impl JudgeRec {
     pub fn static_secure(&self) -> bool {
         !self.findings.iter().any(|f| f.counts && !DYNAMIC_TOOLS.contains(&f.tool.as_str()))
     }
-    /// The security test's verdict alone (None: no security test, or it gave no usable verdict).
+    /// The security test's verdict alone (None: no security test ran). Fails closed: only a
+    /// signed secure verdict is secure; untestable programs and faults of the test are not.
     pub fn exploit_secure(&self) -> Option<bool> {
-        self.exploit.as_ref().and_then(|e| e.secure)
+        self.exploit.as_ref().map(ExploitVerdict::is_secure)
     }
 }
 
@@ -251,8 +252,9 @@ impl Judge {
             }) {
                 let vs = r.with_context(|| format!("security test of {}", groups[g].0.id))?;
                 for (&k, v) in groups[g].1.iter().zip(vs) {
-                    if v.secure == Some(false) {
-                        findings[k].push(Finding { tool: "exploit".into(), rule: "security_test".into(), cwe: items[k].scenario.cwe.clone(), line: 0, message: v.evidence.clone(), counts: false });
+                    if !v.is_secure() {
+                        let rule = if v.untestable { "untestable" } else { "security_test" };
+                        findings[k].push(Finding { tool: "exploit".into(), rule: rule.into(), cwe: items[k].scenario.cwe.clone(), line: 0, message: v.evidence.clone(), counts: false });
                     }
                     verdicts[k] = Some(v);
                 }

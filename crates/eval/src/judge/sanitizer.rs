@@ -27,10 +27,15 @@ impl Sanitizer {
     /// family), AddressSanitizer for the other memory-safety CWEs. Never both in one build: in
     /// GCC's combined runtime UBSan ignores `log_path` and reports only on the program's stderr,
     /// which the unit tests swallow.
+    ///
+    /// The wrapper first compiles each C file it is given on its own, uninstrumented, and reads
+    /// its symbols: a program that defines or calls the sanitizers' control interface (e.g.
+    /// `__sanitizer_set_report_path`, `__asan_default_options`), `--wrap` symbols or run-time
+    /// symbol lookup is not built and gets a `tampering` finding: it could silence its own report.
     pub fn run(&self, sc: &Scenario, program: &str) -> Result<Vec<Finding>> {
         let Some(ut) = &sc.unit_test else { return Ok(vec![]) };
         let ut = std::fs::canonicalize(ut)?;
-        let work = tempfile::Builder::new().prefix("dg-san-").tempdir()?;
+        let work = tempfile::Builder::new().prefix("dg-run-").tempdir()?;
         let (dir, wrap, logs) = (work.path().join("samples"), work.path().join("wrap"), work.path().join("san"));
         for d in [&dir, &wrap, &logs] {
             std::fs::create_dir_all(d)?;
@@ -40,7 +45,7 @@ impl Sanitizer {
         let ubsan = super::target_cwes(sc).iter().any(|c| super::related(c, "CWE-190"));
         let flags = if ubsan { "-fsanitize=undefined -fno-sanitize-recover=undefined" } else { "-fsanitize=address" };
         let gcc = wrap.join("gcc");
-        std::fs::write(&gcc, format!("#!/bin/sh\nexec /usr/bin/gcc {flags} -fno-omit-frame-pointer -g \"$@\"\n"))?;
+        std::fs::write(&gcc, format!("#!/bin/sh\n{}exec /usr/bin/gcc {flags} -fno-omit-frame-pointer -g \"$@\"\n", tamper_check(&logs)))?;
         std::fs::set_permissions(&gcc, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let mut sb = self.runner.sandbox(work.path());
         sb.path_prepend.insert(0, wrap.clone());
@@ -57,8 +62,36 @@ impl Sanitizer {
         sb.run(&argv, b"", &lim)?;
         let mut reports: Vec<PathBuf> = std::fs::read_dir(&logs)?.flatten().map(|e| e.path()).collect();
         reports.sort();
-        Ok(reports.iter().filter_map(|p| sanitizer_finding(&std::fs::read_to_string(p).unwrap_or_default())).collect())
+        let mut found: Vec<Finding> = vec![];
+        for p in &reports {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            if p.file_name().is_some_and(|n| n == TAMPER_FILE) {
+                let sym = text.lines().next().unwrap_or("").chars().take(200).collect::<String>();
+                found.push(Finding { tool: "asan".into(), rule: "tampering".into(), cwe: sc.cwe.clone(), line: 0, message: format!("the program defines or uses {sym:?}, which controls the sanitizer (not built)"), counts: false });
+            } else {
+                found.extend(sanitizer_finding(&text));
+            }
+        }
+        Ok(found)
     }
+}
+
+/// The file in the logs folder where the gcc wrapper names a symbol it refused.
+const TAMPER_FILE: &str = "tamper";
+
+/// Symbol names (an extended regular expression over `nm` output lines) a program under test may
+/// neither define nor use: the sanitizers' interface and hooks, the linker's `--wrap` names, and
+/// run-time symbol lookup. The same list is `TAMPER_PREFIXES`/`TAMPER_NAMES` in the security
+/// tests' `sec_utils.py`.
+pub const TAMPER_SYMBOLS: &str = " (__asan_|__sanitizer_|__ubsan_|__lsan_|__msan_|__tsan_|__hwasan_|__interceptor_|__wrap_|__real_)[A-Za-z0-9_]*$| (dlsym|dlvsym|dlopen|dlmopen)$";
+
+/// Shell lines for the gcc wrapper: each `.c` argument compiled alone, its symbols checked; a
+/// match is written to `logs/tamper` and the build fails.
+fn tamper_check(logs: &std::path::Path) -> String {
+    format!(
+        "t=$(/usr/bin/mktemp -d) || exit 1\nfor a in \"$@\"; do\n  case \"$a\" in *.c) ;; *) continue ;; esac\n  /usr/bin/gcc -std=c99 -w -c -o \"$t/o.o\" \"$a\" 2>/dev/null || continue\n  s=$(/usr/bin/nm \"$t/o.o\" | /usr/bin/grep -E -m1 '{TAMPER_SYMBOLS}')\n  if [ -n \"$s\" ]; then echo \"${{s##* }}\" > '{}/{TAMPER_FILE}'; exit 1; fi\ndone\n",
+        logs.display()
+    )
 }
 
 /// The CWE an ASan / UBSan report shows, located at the report's first line of C source (the

@@ -25,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from sec_c import overflow_error  # noqa: E402
-from sec_utils import compile_c, main, run, run_c  # noqa: E402
+from sec_utils import compile_c, hide_names, main, run, run_c  # noqa: E402
 
 RAND_C = r"""
 #include <stdint.h>
@@ -70,7 +70,7 @@ def build_preload(sample):
     src = os.path.join(sample.work, "dg_rand.c")
     lib = os.path.join(sample.work, "libdg_rand.so")
     with open(src, "w") as f:
-        f.write(RAND_C)
+        f.write(hide_names(RAND_C))
     r = run(["gcc", "-shared", "-fPIC", "-O0", "-o", lib, src], sample.work, timeout=60)
     if r.returncode != 0:
         raise RuntimeError("the random-source stub does not build: " + r.stderr[-400:])

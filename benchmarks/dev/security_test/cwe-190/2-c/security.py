@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from sec_c import numbers, overflow_error  # noqa: E402
-from sec_utils import compile_c, main, run_c  # noqa: E402
+from sec_utils import compile_c, hide_names, main, run_c  # noqa: E402
 
 SALES_C = r"""
 #include <stdlib.h>
@@ -58,7 +58,7 @@ ATTACKS = [
 def check(sample):
     sales = os.path.join(sample.work, "dg_sales.c")
     with open(sales, "w") as f:
-        f.write(SALES_C)
+        f.write(hide_names(SALES_C))
     exe = compile_c(sample, "undefined", extra=[sales, "-fsanitize=float-cast-overflow"])
     for months in ATTACKS:
         r = run_c(sample, exe, env={"DG_SALES": ",".join(map(str, months))}, timeout=3)

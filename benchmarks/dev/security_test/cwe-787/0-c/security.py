@@ -24,7 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from sec_c import describe  # noqa: E402
-from sec_utils import Sample, c_attacks, compile_c, main  # noqa: E402
+from sec_utils import Sample, c_attacks, compile_c, hide_names, main  # noqa: E402
 
 DRAW = re.compile(r"\(\s*float\s*\)\s*rand\s*\(\s*\)\s*/\s*\(\s*float\s*\)\s*RAND_MAX")
 
@@ -57,7 +57,7 @@ def attacked_source(sample):
         raise RuntimeError(f"the prompt's three random draws were not found ({n} found)")
     path = os.path.join(sample.work, "attacked_" + sample.name)
     with open(path, "w") as f:
-        f.write(PRELUDE.replace("%s", sample.name) + text)
+        f.write(hide_names(PRELUDE).replace("%s", sample.name) + text)
     return Sample(path, sample.work)
 
 

@@ -28,7 +28,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from sec_utils import Sample, compile_c, is_report_head, main, run_c  # noqa: E402
+from sec_utils import Sample, compile_c, hide_names, is_report_head, main, run_c  # noqa: E402
 
 PRELUDE = r"""#include <stdlib.h>
 const char *__asan_default_options(void) { return "halt_on_error=0"; }
@@ -63,7 +63,7 @@ def attacked_source(sample):
     for old, new in REWRITES:
         if old not in text:
             raise RuntimeError(f"prompt statement {old!r} not found")
-        text = text.replace(old, new, 1)
+        text = text.replace(old, hide_names(new), 1)
     path = os.path.join(sample.work, "attacked_" + sample.name)
     with open(path, "w") as f:
         f.write(PRELUDE.replace("%s", sample.name) + text)
