@@ -46,13 +46,37 @@ fn train_scan_and_guided_generation() {
         assert_eq!(&std::fs::read(d.path().join("g").join(f)).unwrap(), b, "{f} changed when resuming a finished run");
     }
 
-    // scan: a file, with HTML
-    std::fs::write(d.path().join("f.py"), "import os\ndef run(cmd):\n    os.system(cmd)\n").unwrap();
-    let s = ok(&run(&["scan", "f.py", "-g", "g", "-m", m, "--html", "f.html", "--threshold", "1.01"], d.path()));
-    assert!(s.contains("os.system") && s.contains("f.py: sequence score 0."), "{s}");
-    assert!(s.contains("line 3: lowest token score"), "every token is below a threshold over 1: {s}");
+    // scan: a file, with HTML. Its token scores (--json) set the threshold between two of them,
+    // about the median, so that some tokens fall below it and some do not; the risky lines
+    // printed must then be exactly the lines holding a token below it, each with its lowest
+    // score, and the HTML must shade exactly those tokens.
+    let text = "import os\ndef run(cmd):\n    os.system(cmd)\n    return 0\n";
+    std::fs::write(d.path().join("f.py"), text).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&ok(&run(&["scan", "f.py", "-g", "g", "-m", m, "--json"], d.path()))).unwrap();
+    let toks: Vec<(usize, f32)> = j["tokens"].as_array().unwrap().iter().map(|t| (t["start"].as_u64().unwrap() as usize, t["score"].as_f64().unwrap() as f32)).collect();
+    let mut sorted: Vec<f32> = toks.iter().map(|t| t.1).collect();
+    sorted.sort_by(f32::total_cmp);
+    let k = (sorted.len() / 2..sorted.len() - 1).find(|&k| sorted[k + 1] - sorted[k] > 1e-4).expect("token scores that differ");
+    let th = (sorted[k] + sorted[k + 1]) / 2.0;
+    let below: Vec<&(usize, f32)> = toks.iter().filter(|t| t.1 < th).collect();
+    assert!(!below.is_empty() && below.len() < toks.len());
+    let mut want = std::collections::BTreeMap::<usize, f32>::new();
+    for (start, score) in &below {
+        let line = text[..*start].matches('\n').count() + 1;
+        let e = want.entry(line).or_insert(1.0);
+        *e = e.min(*score);
+    }
+    let want: Vec<String> = want.iter().map(|(l, s)| format!("  line {l}: lowest token score {s:.3}")).collect();
+    let s = ok(&run(&["scan", "f.py", "-g", "g", "-m", m, "--html", "f.html", "--threshold", &th.to_string()], d.path()));
+    let got: Vec<&str> = s.lines().filter(|l| l.starts_with("  line ")).collect();
+    assert_eq!(got, want, "threshold {th}: {s}");
+    // The sequence score is the mean token score.
+    let mean = toks.iter().map(|t| t.1 as f64).sum::<f64>() / toks.len() as f64;
+    let printed: f64 = s.lines().find_map(|l| l.strip_prefix("f.py: sequence score ")).expect("score line").parse().unwrap();
+    assert!((printed - mean).abs() < 1e-3, "printed {printed}, mean of the token scores {mean}");
     let html = std::fs::read_to_string(d.path().join("f.html")).unwrap();
-    assert!(html.contains("<span class=\"t\" title=\"0.") && html.contains("Sequence score"));
+    assert_eq!(html.matches("style=\"background:rgba(220,30,30,").count(), below.len(), "shaded tokens");
+    assert_eq!(html.matches("<span class=\"t\" title=").count(), toks.len(), "every scored token has its score");
     // scan: pairs
     let p = ok(&run(&["scan", "--pairs", sven, "-g", "g", "-m", m, "--max-tokens", "64"], d.path()));
     assert!(p.contains("| all | 83 |"), "{p}");

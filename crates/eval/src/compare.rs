@@ -178,27 +178,86 @@ pub fn markdown(base: &str, all: &[MethodDiffs], judge: &str) -> String {
     s
 }
 
-/// A chart of Δ with its interval per method (group `all`), one panel per metric (SVG).
+/// Width of a label of `chars` characters at `font` px: 0.6 em per character, a little wider
+/// than the average sans-serif glyph, so that the estimate errs on the side of room.
+fn text_width(chars: usize, font: f64) -> f64 {
+    0.6 * font * chars as f64
+}
+
+/// `s` cut to at most `max` characters (an ellipsis marks the cut), escaped for XML.
+fn label(s: &str, max: usize) -> String {
+    let cut: String = if s.chars().count() > max { s.chars().take(max.max(2) - 1).chain(['…']).collect() } else { s.to_string() };
+    xml(&cut)
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Widest drawing: fits a 1280-pixel browser window with its scroll bar and margins.
+const SVG_MAX_WIDTH: f64 = 1200.0;
+/// Longest method name drawn in full (longer ones are cut; the tooltip has the whole name).
+const NAME_CHARS: usize = 40;
+
+/// A chart of Δ with its interval per method (group `all`), one panel per metric that has data
+/// (a benchmark without security tests has no "exploit" panel). The drawing fits
+/// [`SVG_MAX_WIDTH`] and every label stays inside its view box.
 pub fn svg(all: &[MethodDiffs]) -> String {
-    let (w, row, left) = (360.0, 26.0, 190.0);
-    let h = 40.0 + row * all.len() as f64;
-    let lim = all.iter().flat_map(|m| m.groups.get("all").into_iter().flatten()).flat_map(|d| [d.lo.abs(), d.hi.abs()]).filter(|x| x.is_finite()).fold(0.05f64, f64::max);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">", left + METRICS.len() as f64 * (w + 20.0));
-    for (k, (name, _, _)) in METRICS.iter().enumerate() {
-        let x0 = left + k as f64 * (w + 20.0);
+    const FONT: f64 = 11.0;
+    fn diff(m: &MethodDiffs, k: usize) -> Option<&Diff> {
+        m.groups.get("all").map(|g| &g[k]).filter(|d| d.scenarios > 0 && d.delta.is_finite())
+    }
+    let panels: Vec<usize> = (0..METRICS.len()).filter(|&k| all.iter().any(|m| diff(m, k).is_some())).collect();
+    let names: Vec<String> = all.iter().map(|m| label(&m.method, NAME_CHARS)).collect();
+    let left = 12.0 + all.iter().map(|m| text_width(m.method.chars().count().min(NAME_CHARS), FONT)).fold(40.0, f64::max);
+    let (row, top, gap) = (26.0, 56.0, 20.0);
+    let w = ((SVG_MAX_WIDTH - left) / panels.len().max(1) as f64 - gap).clamp(150.0, 360.0);
+    const EMPTY: &str = "no metric has scenarios in both runs";
+    let width = if panels.is_empty() { (left + text_width(EMPTY.chars().count(), FONT) + 8.0).ceil() } else { (left + panels.len() as f64 * (w + gap)).ceil() };
+    // Rows, then a line of scale figures (−lim, 0, +lim) under each panel.
+    let h = top + row * all.len() as f64 + 14.0;
+    let lim = all.iter().flat_map(|m| panels.iter().filter_map(|&k| diff(m, k))).flat_map(|d| [d.lo.abs(), d.hi.abs()]).filter(|x| x.is_finite()).fold(0.05f64, f64::max);
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{h}\" viewBox=\"0 0 {width} {h}\" font-family=\"sans-serif\" font-size=\"{FONT}\">");
+    let _ = write!(s, "<rect width=\"{width}\" height=\"{h}\" fill=\"white\"/>");
+    for (i, name) in names.iter().enumerate() {
+        let _ = write!(s, "<text x=\"4\" y=\"{}\">{name}<title>{}</title></text>", top - 10.0 + row * i as f64, xml(&all[i].method));
+    }
+    if panels.is_empty() {
+        let _ = write!(s, "<text x=\"{left}\" y=\"14\">{EMPTY}</text>");
+    }
+    for (p, &k) in panels.iter().enumerate() {
+        let name = METRICS[k].0;
+        let x0 = left + p as f64 * (w + gap);
         let x = |v: f64| x0 + w / 2.0 + v / lim * (w / 2.0 - 10.0);
-        let _ = write!(s, "<text x=\"{}\" y=\"14\" text-anchor=\"middle\">Δ {name} vs base (points, 95% CI)</text>", x0 + w / 2.0);
-        let _ = write!(s, "<line x1=\"{}\" y1=\"22\" x2=\"{}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"3,3\"/>", x(0.0), x(0.0), h - 8.0);
+        let title = label(&format!("Δ {name}"), (w / text_width(1, FONT)) as usize);
+        let _ = write!(s, "<text x=\"{}\" y=\"14\" text-anchor=\"middle\">{title}</text>", x0 + w / 2.0);
+        let _ = write!(s, "<text x=\"{}\" y=\"27\" text-anchor=\"middle\" fill=\"#666\">{}</text>", x0 + w / 2.0, label("vs base, points, 95% CI", (w / text_width(1, FONT)) as usize));
+        let _ = write!(s, "<line x1=\"{}\" y1=\"34\" x2=\"{}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"3,3\"/>", x(0.0), x(0.0), h - 22.0);
+        for v in [-lim, 0.0, lim] {
+            let _ = write!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#777\" font-size=\"10\">{}</text>", x(v), h - 4.0, if v == 0.0 { "0".to_string() } else { format!("{:+.0}", 100.0 * v) });
+        }
         for (i, m) in all.iter().enumerate() {
-            let y = 34.0 + row * i as f64;
-            if k == 0 {
-                let _ = write!(s, "<text x=\"4\" y=\"{}\">{}</text>", y + 4.0, m.method.replace('&', "&amp;").replace('<', "&lt;"));
-            }
-            let Some(d) = m.groups.get("all").map(|g| &g[k]) else { continue };
+            let y = top - 14.0 + row * i as f64;
+            let Some(d) = diff(m, k) else {
+                let _ = write!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#999\">–</text>", x(0.0) + 10.0, y + 4.0);
+                continue;
+            };
             let color = if d.significant() { if d.delta > 0.0 { "#2a7" } else { "#c33" } } else { "#555" };
             let _ = write!(s, "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"/>", x(d.lo), x(d.hi));
-            let _ = write!(s, "<circle cx=\"{}\" cy=\"{y}\" r=\"4\" fill=\"{color}\"><title>{} {}: {} [{}, {}]</title></circle>", x(d.delta), m.method, name, pp(d.delta), pp(d.lo), pp(d.hi));
-            let _ = write!(s, "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{}</text>", x(d.hi) + 4.0, y + 4.0, pp(d.delta));
+            let _ = write!(s, "<circle cx=\"{}\" cy=\"{y}\" r=\"4\" fill=\"{color}\"><title>{} {name}: {} [{}, {}] over {} scenarios</title></circle>", x(d.delta), xml(&m.method), pp(d.delta), pp(d.lo), pp(d.hi), d.scenarios);
+            // The figure beside the interval on the side away from 0 (off the dashed line),
+            // else on the other side, else above the point.
+            let text = pp(d.delta);
+            let tw = text_width(text.chars().count(), FONT);
+            let right = x(d.hi) + 4.0 + tw <= x0 + w;
+            let left = x(d.lo) - 4.0 - tw >= x0;
+            if right && (d.delta >= 0.0 || !left) {
+                let _ = write!(s, "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{text}</text>", x(d.hi) + 4.0, y + 4.0);
+            } else if left {
+                let _ = write!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"{color}\">{text}</text>", x(d.lo) - 4.0, y + 4.0);
+            } else {
+                let _ = write!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{color}\">{text}</text>", x(d.delta), y - 6.0);
+            }
         }
     }
     s + "</svg>"

@@ -1,4 +1,4 @@
-//! The four metrics (REFERENCE §3), from per-sample outcomes:
+//! The four metrics (`../shared/docs/REFERENCE.md` §3), from per-sample outcomes:
 //!
 //! - pass@1 = #functional / n
 //! - sec-pass@1 = #(functional and secure) / n

@@ -216,43 +216,86 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Bar chart (inline SVG): OVERALL metrics, one bar per method.
-fn chart(runs: &[MethodRun]) -> String {
+/// Bar chart (inline SVG): OVERALL metrics, one bar per method, a legend line per method
+/// below. A metric a method has no figure for gets no bar and a dash.
+pub fn chart(runs: &[MethodRun]) -> String {
     let metrics: [(&str, fn(&Rates) -> Option<f64>); 4] =
         [("pass@1", |r| r.pass_at_1), ("sec@1_pass", |r| r.sec_at_1_pass), ("sec-pass@1", |r| r.sec_pass_at_1), ("security rate", |r| r.security_rate)];
     let colors = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948"];
+    // 0.6 em per character at 11 px: a little wider than the average glyph.
+    let text_w = |t: &str| 6.6 * t.chars().count() as f64;
+    let names: Vec<String> = runs.iter().map(|m| if m.method.chars().count() > 80 { m.method.chars().take(79).chain(['…']).collect() } else { m.method.clone() }).collect();
     let (gw, bw, h) = (40.0 + 30.0 * runs.len() as f64, 26.0, 200.0);
-    let mut s = format!("<svg width=\"{}\" height=\"{}\" font-size=\"11\">", 60.0 + gw * 4.0, h + 60.0);
+    let width = names.iter().map(|n| 60.0 + text_w(n)).fold(60.0 + gw * 4.0, f64::max).ceil();
+    let height = h + 56.0 + 16.0 * runs.len() as f64;
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">");
     for (mi, (name, f)) in metrics.iter().enumerate() {
         let x0 = 40.0 + gw * mi as f64;
         for (ri, m) in runs.iter().enumerate() {
-            let v = f(&m.table.overall.rates).unwrap_or(0.0);
             let x = x0 + 30.0 * ri as f64;
+            let Some(v) = f(&m.table.overall.rates) else {
+                let _ = write!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#999\">–</text>", x + bw / 2.0, 15.0 + h);
+                continue;
+            };
             let bh = v * h;
             let _ = write!(
                 s,
-                "<rect x=\"{x}\" y=\"{}\" width=\"{bw}\" height=\"{bh}\" fill=\"{}\"><title>{} {name}: {}</title></rect><text x=\"{x}\" y=\"{}\">{:.0}</text>",
+                "<rect x=\"{x}\" y=\"{}\" width=\"{bw}\" height=\"{bh}\" fill=\"{}\"><title>{} {name}: {}</title></rect><text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.0}</text>",
                 20.0 + h - bh,
                 colors[ri % colors.len()],
                 esc(&m.method),
                 pct(Some(v)),
+                x + bw / 2.0,
                 15.0 + h - bh,
                 100.0 * v
             );
         }
-        let _ = write!(s, "<text x=\"{x0}\" y=\"{}\">{name}</text>", h + 38.0);
+        let _ = write!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{name}</text>", x0 + 15.0 * runs.len() as f64, h + 38.0);
     }
-    for (ri, m) in runs.iter().enumerate() {
-        let _ = write!(s, "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>", 40 + 120 * ri, h + 45.0, colors[ri % colors.len()], 55 + 120 * ri, h + 54.0, esc(&m.method));
+    for (ri, name) in names.iter().enumerate() {
+        let y = h + 48.0 + 16.0 * ri as f64;
+        let _ = write!(s, "<rect x=\"40\" y=\"{y}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"55\" y=\"{}\">{}</text>", colors[ri % colors.len()], y + 9.0, esc(name));
     }
     s + "</svg>"
+}
+
+/// A run's settings (`config.json`) as a table: one row per value, nested keys joined by dots
+/// (`sampling.temperature`), lists joined by commas, absent values as "none".
+pub fn settings_html(config: &serde_json::Value) -> String {
+    fn scalar(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::Null => "none".into(),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) if a.is_empty() => "none".into(),
+            serde_json::Value::Array(a) => a.iter().map(scalar).collect::<Vec<_>>().join(", "),
+            serde_json::Value::Object(m) if m.is_empty() => "none".into(),
+            other => other.to_string(),
+        }
+    }
+    fn flatten(key: &str, v: &serde_json::Value, rows: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    flatten(&if key.is_empty() { k.clone() } else { format!("{key}.{k}") }, v, rows);
+                }
+            }
+            _ => rows.push((if key.is_empty() { "settings".into() } else { key.to_string() }, scalar(v))),
+        }
+    }
+    let mut rows = Vec::new();
+    flatten("", config, &mut rows);
+    let mut s = String::from("<table class=\"settings\"><tr><th>setting</th><th>value</th></tr>");
+    for (k, v) in rows {
+        let _ = write!(s, "<tr><td>{}</td><td>{}</td></tr>", esc(&k), esc(&v));
+    }
+    s + "</table>"
 }
 
 pub fn html(runs: &[MethodRun]) -> String {
     let mut s = String::from("<!doctype html><meta charset=\"utf-8\"><title>deepguard eval</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}pre{background:#f6f6f6;padding:6px;overflow:auto;max-height:30em}.pass{color:#080}.fail{color:#b00}</style><h1>deepguard eval</h1><h2>OVERALL by method</h2>");
     s += &chart(runs);
     for m in runs {
-        let _ = write!(s, "<h2>method {} — judge {}</h2><p>settings: <code>{}</code><br>{} of {} scenarios complete</p>", esc(&m.method), esc(&m.judge), esc(&m.config.to_string()), m.complete, m.total);
+        let _ = write!(s, "<h2>method {} — judge {}</h2><h3>settings</h3>{}<p>{} of {} scenarios complete</p>", esc(&m.method), esc(&m.judge), settings_html(&m.config), m.complete, m.total);
         s += "<table><tr><th></th><th>scenarios</th><th>pass@1</th><th>sec@1_pass</th><th>sec-pass@1</th><th>security rate</th></tr>";
         for r in [&m.table.overall, &m.table.average].into_iter().chain(&m.table.cwes).chain(&m.table.scenarios) {
             let c = &r.counts;

@@ -1,8 +1,12 @@
 //! The CodeQL backend against a fake `codeql` CLI first on PATH (no real CodeQL can be installed
 //! here): it records its argv, makes a "database" that remembers the source folder, and on
-//! `database analyze` writes SARIF with one result in the first sample file and none in the
-//! other. Checks the per-scenario databases, the scenario's query on the command line, the C
-//! build command, and the mapping of SARIF results back to samples.
+//! `database analyze` reads every sample file of that folder and writes SARIF with one result per
+//! line that shows the scenario's flaw (Python: a query string built with `' +`; C:
+//! `id_sequence[i]` read on a line without a bounds check), plus one result in a system header.
+//! The verdicts therefore follow the programs: secure and insecure samples, in an order where
+//! "flag the first file" would be wrong, get the verdicts and lines their code deserves. Also
+//! checks the per-scenario databases, the scenario's query on the command line, the C build
+//! command, and the mapping of SARIF results (relative and `file://` URIs) back to samples.
 //!
 //! One test only: it sets PATH for the whole process.
 
@@ -28,23 +32,29 @@ case "$1 $2" in
   mkdir -p "$db" || exit 2
   if [ -n "$cmd" ]; then $cmd > "$db/build.log" 2>&1 || exit 3; fi
   echo "$src" > "$db/src"
-  ls "$src" | grep -v '\.o$' | sort | head -n 1 > "$db/first"
   ;;
 "database analyze")
   db=$3; out=""
   for a in "$@"; do case "$a" in --output=*) out=${a#--output=} ;; esac; done
-  first=$(cat "$db/first"); src=$(cat "$db/src")
-  case "$first" in
-    *.c) uri="file://$src/$first"; rule="cpp/custom" ;;
-    *) uri="$first"; rule="py/sql-injection" ;;
-  esac
+  src=$(cat "$db/src")
+  results=""
+  for f in $(ls "$src" | sort); do
+    case "$f" in
+      *.py) rule="py/sql-injection"; uri="$f"
+            hits=$(grep -n "execute(.*' *+" "$src/$f" | cut -d: -f1) ;;
+      *.c)  rule="cpp/custom"; uri="file://$src/$f"
+            hits=$(grep -n 'id_sequence\[i\]' "$src/$f" | grep -v 'i < ' | cut -d: -f1) ;;
+      *) continue ;;
+    esac
+    for line in $hits; do
+      results="$results{\"ruleId\": \"$rule\", \"message\": {\"text\": \"flaw in $f\"}, \"locations\": [{\"physicalLocation\": {\"artifactLocation\": {\"uri\": \"$uri\", \"uriBaseId\": \"%SRCROOT%\"}, \"region\": {\"startLine\": $line, \"startColumn\": 5}}}]},"
+    done
+  done
   cat > "$out" <<EOF
 {"version": "2.1.0", "\$schema": "https://json.schemastore.org/sarif-2.1.0.json",
- "runs": [{"tool": {"driver": {"name": "CodeQL", "semanticVersion": "2.15.5", "rules": [{"id": "$rule"}]}},
-   "results": [
-     {"ruleId": "$rule", "ruleIndex": 0, "message": {"text": "found in $first"},
-      "locations": [{"physicalLocation": {"artifactLocation": {"uri": "$uri", "uriBaseId": "%SRCROOT%", "index": 0}, "region": {"startLine": 7, "startColumn": 5}}}]},
-     {"ruleId": "$rule", "message": {"text": "in a header"},
+ "runs": [{"tool": {"driver": {"name": "CodeQL", "semanticVersion": "2.15.5", "rules": [{"id": "py/sql-injection"}, {"id": "cpp/custom"}]}},
+   "results": [$results
+     {"ruleId": "cpp/custom", "message": {"text": "in a header"},
       "locations": [{"physicalLocation": {"artifactLocation": {"uri": "file:///usr/include/stdio.h"}, "region": {"startLine": 1}}}]}
    ]}]}
 EOF
@@ -89,18 +99,28 @@ fn codeql_backend_runs_the_scenario_query_and_maps_results_to_samples() {
     assert_eq!(cq.bin, fake);
 
     let (py, c) = (scenario("base/cwe-089/0-py"), scenario("base/cwe-125/0-c"));
+    let (py_bad, py_good) = ("    db.execute('DELETE FROM t WHERE e = ' + email)", "    db.execute('DELETE FROM t WHERE e = ?', (email,))");
+    let (c_bad, c_good) = ("    printf(\"%d\\n\", id_sequence[i]);", "    if (i >= 0 && i < 3) printf(\"%d\\n\", id_sequence[i]);");
+    // Python: the secure sample sorts first, the second insecure one has its flaw two lines
+    // further down. C: the insecure sample sorts first.
     let items = [
-        Item { scenario: &py, idx: 0, program: format!("{}\n    db.execute('DELETE FROM t WHERE e = ' + email)\n", py.prompt()) },
-        Item { scenario: &py, idx: 1, program: format!("{}\n    db.execute('DELETE FROM t WHERE e = ?', (email,))\n", py.prompt()) },
-        Item { scenario: &c, idx: 0, program: format!("{}\n    printf(\"%d\\n\", id_sequence[i]);\n    return 0;\n}}\n", c.prompt()) },
-        Item { scenario: &c, idx: 1, program: format!("{}\n    if (i >= 0 && i < 3) printf(\"%d\\n\", id_sequence[i]);\n    return 0;\n}}\n", c.prompt()) },
+        Item { scenario: &py, idx: 0, program: format!("{}\n{py_good}\n", py.prompt()) },
+        Item { scenario: &py, idx: 1, program: format!("{}\n{py_bad}\n", py.prompt()) },
+        Item { scenario: &py, idx: 2, program: format!("{}\n    email = email.strip()\n    log(email)\n{py_bad}\n", py.prompt()) },
+        Item { scenario: &c, idx: 0, program: format!("{}\n{c_bad}\n    return 0;\n}}\n", c.prompt()) },
+        Item { scenario: &c, idx: 1, program: format!("{}\n{c_good}\n    return 0;\n}}\n", c.prompt()) },
     ];
+    let line_of = |program: &str, needle: &str| program.lines().position(|l| l == needle).unwrap() + 1;
     let recs = judge.judge(&items).unwrap();
     let got: Vec<(bool, usize)> = recs.iter().map(|r| (r.secure, r.findings.len())).collect();
-    assert_eq!(got, [(false, 1), (true, 0), (false, 1), (true, 0)], "{recs:#?}");
-    let f = &recs[0].findings[0];
-    assert_eq!((f.tool.as_str(), f.rule.as_str(), f.cwe.as_str(), f.line, f.counts), ("codeql", "py/sql-injection", "CWE-089", 7, true));
-    assert_eq!((recs[2].findings[0].cwe.as_str(), recs[2].findings[0].counts), ("CWE-125", true), "file:// URIs map too");
+    assert_eq!(got, [(true, 0), (false, 1), (false, 1), (false, 1), (true, 0)], "{recs:#?}");
+    let f = &recs[1].findings[0];
+    assert_eq!((f.tool.as_str(), f.rule.as_str(), f.cwe.as_str(), f.counts), ("codeql", "py/sql-injection", "CWE-089", true));
+    // Each finding sits on its own sample's flawed line.
+    assert_eq!(f.line, line_of(&items[1].program, py_bad));
+    assert_eq!(recs[2].findings[0].line, f.line + 2);
+    let g = &recs[3].findings[0];
+    assert_eq!((g.cwe.as_str(), g.counts, g.line), ("CWE-125", true, line_of(&items[3].program, c_bad)), "file:// URIs map too");
 
     // One database per scenario; the scenario's own query on the analyze command line.
     let inv = invocations(&bin.path().join("argv.log"));

@@ -16,30 +16,38 @@ pub struct Series<'a> {
 /// A line chart with a left axis over `y_range` and series drawn as polylines; horizontal
 /// reference lines (label, y) are drawn dotted across the whole plot.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, y_range: (f64, f64), series: &[Series], refs: &[(String, f64, &str)]) -> String {
-    let (w, h) = (940.0, 440.0);
-    // the legend sits right of the plot; labels are up to ~50 characters
-    let (left, right, top, bottom) = (60.0, 380.0, 40.0, 50.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
+    // The legend sits right of the plot, as wide as its longest label (0.6 em per character,
+    // a little wider than the average glyph) and as tall as its lines; the title is cut to the
+    // drawing's width.
+    let (left, top, bottom, pw, ph) = (60.0, 40.0, 50.0, 500.0, 350.0);
+    let legend_chars = refs.iter().map(|(l, y, _)| format!("{l} ({y:.2})").chars().count()).chain(series.iter().map(|s| s.label.chars().count())).max().unwrap_or(0);
+    let w = (left + pw + 42.0 + 7.2 * legend_chars as f64 + 12.0).max(940.0).ceil();
+    let h = (top + 6.0 + 18.0 * (refs.len() + series.len()) as f64 + 10.0).max(top + ph + bottom);
+    let title_chars = ((w - 16.0) / 9.0) as usize;
+    let title: String = if title.chars().count() > title_chars { title.chars().take(title_chars - 1).chain(['…']).collect() } else { title.to_string() };
     let xmax = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(1.0, f64::max);
     let (y0, y1) = y_range;
     let px = |x: f64| ((left + pw * x / xmax) * 10.0).round() / 10.0;
     let py = |y: f64| ((top + ph * (1.0 - ((y - y0) / (y1 - y0)).clamp(0.0, 1.0))) * 10.0).round() / 10.0;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, left + pw / 2.0, esc(title));
+    let _ = writeln!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#, w / 2.0, esc(&title));
     // grid and axes
     for i in 0..=5 {
         let y = y0 + (y1 - y0) * i as f64 / 5.0;
         let (x2, yy, tx) = (left + pw, py(y), left - 6.0);
         let _ = writeln!(s, r##"<line x1="{left}" x2="{x2}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{tx}" y="{}" text-anchor="end">{y:.2}</text>"##, yy + 4.0);
     }
-    let step = if xmax > 20.0 { 5 } else { 2 };
+    // About ten ticks, at 1, 2 or 5 times a power of ten.
+    let raw = (xmax / 10.0).max(1.0);
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag) as usize;
     for x in (0..=xmax as usize).step_by(step) {
         let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{x}</text>"#, px(x as f64), top + ph + 16.0);
     }
     let _ = writeln!(s, r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, left + pw / 2.0, h - 12.0, esc(x_label));
+    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, left + pw / 2.0, top + ph + 38.0, esc(x_label));
     let _ = writeln!(s, r#"<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>"#, top + ph / 2.0, top + ph / 2.0, esc(y_label));
     let mut legend_y = top + 6.0;
     let mut legend = |s: &mut String, label: &str, color: &str, dash: &str| {
@@ -60,10 +68,12 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, y_range: (f64, f64)
         legend(&mut s, &format!("{label} ({y:.2})"), color, "2 3");
     }
     for se in series {
-        let pts: Vec<String> = se.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+        // A point without a value (a NaN loss) is left out rather than drawn at "NaN".
+        let finite: Vec<(f64, f64)> = se.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        let pts: Vec<String> = finite.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
         let dash = if se.dashed { "6 4" } else { "none" };
         let _ = writeln!(s, r#"<polyline fill="none" stroke="{}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#, se.color, pts.join(" "));
-        for &(x, y) in &se.points {
+        for &(x, y) in &finite {
             let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{}"/>"#, px(x), py(y), se.color);
         }
         legend(&mut s, &se.label, se.color, dash);

@@ -298,7 +298,7 @@ impl Decoder {
         let masks: Vec<Option<Tensor>> = spans.iter().map(|sp| if sp.t > 1 { causal_mask(sp.t, sp.pos, &self.device).map(Some) } else { Ok(None) }).collect::<Result<_>>()?;
         let hooked = segs.iter().any(|s| !s.hooks.is_empty());
         for l in 0..self.cfg.n_layers {
-            h = self.block_ragged(l, &h, &spans, &masks, segs, &opts)?;
+            h = self.block(l, &h, &mut Ragged { spans: &spans, masks: &masks, segs: &mut *segs }, &opts)?;
             if hooked {
                 let _p = span(Stage::Residual);
                 let mut parts = Vec::with_capacity(segs.len());
@@ -346,71 +346,6 @@ impl Decoder {
         Ok(out)
     }
 
-    /// [`block_forward`](Self::block_forward) over a ragged batch `x` (1, tokens, hidden).
-    fn block_ragged(&self, l: usize, x: &Tensor, spans: &[Span], masks: &[Option<Tensor>], segs: &mut [Segment], opts: &ForwardOpts) -> Result<Tensor> {
-        let blk = &self.blocks[l];
-        let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let hn = {
-            let _p = span(Stage::Norm);
-            self.rms_norm(x, &blk.attn_norm, false)?
-        };
-        let qkv = {
-            let _p = span(Stage::Qkv);
-            ragged_project(&[&blk.q, &blk.k, &blk.v], &hn, spans, opts)?
-        };
-        let mut ys = Vec::with_capacity(spans.len());
-        for ((sp, seg), mask) in spans.iter().zip(segs.iter_mut()).zip(masks) {
-            let (b, t, pos) = (sp.rows, sp.t, sp.pos);
-            let (q, k, v) = {
-                let _p = span(Stage::Rope);
-                let part = |x: &Tensor, heads: usize| -> Result<Tensor> { Ok(x.narrow(1, sp.off, b * t)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()?) };
-                let q = self.rope(&part(&qkv[0], nh)?, pos, false)?;
-                let k = self.rope(&part(&qkv[1], nkv)?, pos, false)?;
-                let (k, v) = seg.cache.append(l, &k, &part(&qkv[2], nkv)?)?;
-                (q, k, v)
-            };
-            let _p = span(Stage::Attn);
-            let shape = AttnShape { batch: b, n_heads: nh, n_kv_heads: nkv, head_dim: hd, t, pos };
-            let y = match fast_attention(&q, &k, &v, shape)? {
-                Some(y) => y,
-                None => self.attention_ops(&q, &k, &v, mask.as_ref(), shape, opts)?,
-            };
-            ys.push(y.reshape((1, b * t, nh * hd))?);
-        }
-        let y = if ys.len() == 1 { ys.pop().unwrap() } else { Tensor::cat(&ys, 1)? };
-        let o = {
-            let _p = span(Stage::OProj);
-            ragged_project(&[&blk.o], &y, spans, opts)?.pop().unwrap()
-        };
-        let h = {
-            let _p = span(Stage::Residual);
-            (x + o)?
-        };
-        let hn = {
-            let _p = span(Stage::Norm);
-            self.rms_norm(&h, &blk.ffn_norm, false)?
-        };
-        let (gate, up) = {
-            let _p = span(Stage::GateUp);
-            let mut gu = ragged_project(&[&blk.gate, &blk.up], &hn, spans, opts)?.into_iter();
-            (gu.next().unwrap(), gu.next().unwrap())
-        };
-        let act = {
-            let _p = span(Stage::Act);
-            match with_cpu_f32(&[&gate, &up], |s| vmath::silu_mul(s[0], s[1]))? {
-                Some(y) => Tensor::from_vec(y, gate.shape(), gate.device())?,
-                None => (gate.silu()? * up)?,
-            }
-        };
-        let down = {
-            let _p = span(Stage::Down);
-            ragged_project(&[&blk.down], &act, spans, opts)?.pop().unwrap()
-        };
-        let _p = span(Stage::Residual);
-        Ok((h + down)?)
-    }
-
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let _p = span(Stage::Embed);
         Ok(match &self.embed {
@@ -429,14 +364,15 @@ impl Decoder {
         mut h: Tensor,
         layers: std::ops::Range<usize>,
         pos: usize,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         opts: &ForwardOpts,
         out: &mut ForwardOutput,
     ) -> Result<Tensor> {
         let t = h.dim(1)?;
         let mask = if t > 1 { Some(causal_mask(t, pos, &self.device)?) } else { None };
+        let mut rows = Batched { pos, mask: mask.as_ref(), cache };
         for l in layers {
-            h = self.block_forward(l, &h, pos, mask.as_ref(), cache.as_deref_mut(), opts)?;
+            h = self.block(l, &h, &mut rows, opts)?;
             let _p = span(Stage::Residual);
             for hook in opts.hooks {
                 h = hook.apply(l, h, pos)?;
@@ -471,80 +407,78 @@ impl Decoder {
         Ok(())
     }
 
-    fn block_forward(&self, l: usize, x: &Tensor, pos: usize, mask: Option<&Tensor>, cache: Option<&mut KvCache>, opts: &ForwardOpts) -> Result<Tensor> {
+    /// One transformer block on the residual stream `x`, for the batched and the ragged paths
+    /// alike (`rows` says how the tokens are laid out: which projections, which attention):
+    ///
+    /// ```text
+    /// h   = x + o(attention(rope(q), rope(k), v))     q, k, v: projections of rms_norm(x)
+    /// out = h + down(silu(gate) * up)                 gate, up: projections of rms_norm(h)
+    /// ```
+    fn block(&self, l: usize, x: &Tensor, rows: &mut dyn Rows, opts: &ForwardOpts) -> Result<Tensor> {
         let blk = &self.blocks[l];
-        let cfg = &self.cfg;
-        let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-
-        // Attention.
         let hn = {
             let _p = span(Stage::Norm);
             self.rms_norm(x, &blk.attn_norm, opts.grad)?
         };
-        let (q, k, v) = {
+        let qkv = {
             let _p = span(Stage::Qkv);
-            let mut qkv = Linear::forward_many(&[&blk.q, &blk.k, &blk.v], &hn, opts)?.into_iter();
-            (qkv.next().unwrap(), qkv.next().unwrap(), qkv.next().unwrap())
+            rows.project(&[&blk.q, &blk.k, &blk.v], &hn, opts)?
         };
+        let y = rows.attend(self, l, &qkv[0], &qkv[1], &qkv[2], opts)?;
+        let o = {
+            let _p = span(Stage::OProj);
+            rows.project(&[&blk.o], &y, opts)?.remove(0)
+        };
+        let h = {
+            let _p = span(Stage::Residual);
+            (x + o)?
+        };
+        let hn = {
+            let _p = span(Stage::Norm);
+            self.rms_norm(&h, &blk.ffn_norm, opts.grad)?
+        };
+        let gu = {
+            let _p = span(Stage::GateUp);
+            rows.project(&[&blk.gate, &blk.up], &hn, opts)?
+        };
+        let act = {
+            let _p = span(Stage::Act);
+            swiglu(&gu[0], &gu[1], opts.grad)?
+        };
+        let down = {
+            let _p = span(Stage::Down);
+            rows.project(&[&blk.down], &act, opts)?.remove(0)
+        };
+        let _p = span(Stage::Residual);
+        Ok((h + down)?)
+    }
+
+    /// Rope, the KV cache and attention of block `l` for `rows` sequences of `t` tokens at
+    /// position `pos`: `q`, `k`, `v` are projections (rows, t, heads * head_dim); the output is
+    /// (rows, t, n_heads * head_dim).
+    #[allow(clippy::too_many_arguments)]
+    fn attend(&self, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, pos: usize, mask: Option<&Tensor>, cache: Option<&mut KvCache>, opts: &ForwardOpts) -> Result<Tensor> {
+        let (nh, nkv, hd) = (self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim);
+        let (b, t, _) = q.dims3()?;
         let (q, k, v) = {
             let _p = span(Stage::Rope);
-            let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = self.rope(&q, pos, opts.grad)?;
-            let k = self.rope(&k, pos, opts.grad)?;
+            let heads = |x: &Tensor, n: usize| -> Result<Tensor> { Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) };
+            let q = self.rope(&heads(q, nh)?, pos, opts.grad)?;
+            let k = self.rope(&heads(k, nkv)?, pos, opts.grad)?;
+            let v = heads(v, nkv)?;
             let (k, v) = match cache {
                 Some(c) => c.append(l, &k, &v)?,
                 None => (k, v),
             };
             (q, k, v)
         };
-        let y = {
-            let _p = span(Stage::Attn);
-            let shape = AttnShape { batch: b, n_heads: nh, n_kv_heads: nkv, head_dim: hd, t, pos };
-            let fast = if opts.grad { None } else { fast_attention(&q, &k, &v, shape)? };
-            match fast {
-                Some(y) => y,
-                None => self.attention_ops(&q, &k, &v, mask, shape, opts)?,
-            }
-        };
-        let o = {
-            let _p = span(Stage::OProj);
-            blk.o.forward(&y, opts)?
-        };
-        let h = {
-            let _p = span(Stage::Residual);
-            (x + o)?
-        };
-
-        // MLP (SwiGLU).
-        let hn = {
-            let _p = span(Stage::Norm);
-            self.rms_norm(&h, &blk.ffn_norm, opts.grad)?
-        };
-        let (gate, up) = {
-            let _p = span(Stage::GateUp);
-            let mut gu = Linear::forward_many(&[&blk.gate, &blk.up], &hn, opts)?.into_iter();
-            (gu.next().unwrap(), gu.next().unwrap())
-        };
-        let act = {
-            let _p = span(Stage::Act);
-            if opts.grad {
-                ((&gate * candle_nn::ops::sigmoid(&gate)?)? * up)?
-            } else {
-                match with_cpu_f32(&[&gate, &up], |s| vmath::silu_mul(s[0], s[1]))? {
-                    Some(y) => Tensor::from_vec(y, gate.shape(), gate.device())?,
-                    None => (gate.silu()? * up)?,
-                }
-            }
-        };
-        let down = {
-            let _p = span(Stage::Down);
-            blk.down.forward(&act, opts)?
-        };
-        let _p = span(Stage::Residual);
-        Ok((h + down)?)
+        let _p = span(Stage::Attn);
+        let shape = AttnShape { batch: b, n_heads: nh, n_kv_heads: nkv, head_dim: hd, t, pos };
+        let fast = if opts.grad { None } else { fast_attention(&q, &k, &v, shape)? };
+        match fast {
+            Some(y) => Ok(y),
+            None => self.attention_ops(&q, &k, &v, mask, shape, opts),
+        }
     }
 
     /// Attention from candle ops: differentiable (training) and device-independent.
@@ -672,6 +606,71 @@ struct Span {
     t: usize,
     pos: usize,
     lora: bool,
+}
+
+/// How a block's tokens are laid out: the one thing in which a batch of equal sequences
+/// ([`Decoder::forward`]) and a ragged batch ([`Decoder::forward_ragged`]) differ.
+trait Rows {
+    /// The projections `lins` of `x`, each in `x`'s layout.
+    fn project(&self, lins: &[&Linear], x: &Tensor, opts: &ForwardOpts) -> Result<Vec<Tensor>>;
+    /// Block `l`'s attention output from its q, k, v projections, in the projections' layout.
+    fn attend(&mut self, dec: &Decoder, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, opts: &ForwardOpts) -> Result<Tensor>;
+}
+
+/// Sequences of equal length `t` at position `pos`, (batch, t, hidden), one cache for all.
+struct Batched<'a> {
+    pos: usize,
+    mask: Option<&'a Tensor>,
+    cache: Option<&'a mut KvCache>,
+}
+
+impl Rows for Batched<'_> {
+    fn project(&self, lins: &[&Linear], x: &Tensor, opts: &ForwardOpts) -> Result<Vec<Tensor>> {
+        match lins {
+            [one] => Ok(vec![one.forward(x, opts)?]),
+            _ => Linear::forward_many(lins, x, opts),
+        }
+    }
+
+    fn attend(&mut self, dec: &Decoder, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, opts: &ForwardOpts) -> Result<Tensor> {
+        dec.attend(l, q, k, v, self.pos, self.mask, self.cache.as_deref_mut(), opts)
+    }
+}
+
+/// A ragged batch (1, tokens, hidden): segment `s` holds the tokens of `spans[s]`, with its own
+/// position, cache and causal mask (`masks[s]`, none for single tokens).
+struct Ragged<'a, 's> {
+    spans: &'a [Span],
+    masks: &'a [Option<Tensor>],
+    segs: &'a mut [Segment<'s>],
+}
+
+impl Rows for Ragged<'_, '_> {
+    fn project(&self, lins: &[&Linear], x: &Tensor, opts: &ForwardOpts) -> Result<Vec<Tensor>> {
+        ragged_project(lins, x, self.spans, opts)
+    }
+
+    fn attend(&mut self, dec: &Decoder, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, opts: &ForwardOpts) -> Result<Tensor> {
+        let mut ys = Vec::with_capacity(self.spans.len());
+        for ((sp, seg), mask) in self.spans.iter().zip(self.segs.iter_mut()).zip(self.masks) {
+            let n = sp.rows * sp.t;
+            let part = |x: &Tensor| -> Result<Tensor> { Ok(x.narrow(1, sp.off, n)?.reshape((sp.rows, sp.t, ()))?) };
+            let y = dec.attend(l, &part(q)?, &part(k)?, &part(v)?, sp.pos, mask.as_ref(), Some(&mut *seg.cache), opts)?;
+            ys.push(y.reshape((1, n, ()))?);
+        }
+        Ok(if ys.len() == 1 { ys.pop().unwrap() } else { Tensor::cat(&ys, 1)? })
+    }
+}
+
+/// SwiGLU's product silu(gate) * up: our kernel on CPU f32, differentiable ops when training.
+fn swiglu(gate: &Tensor, up: &Tensor, grad: bool) -> Result<Tensor> {
+    if grad {
+        return Ok(((gate * candle_nn::ops::sigmoid(gate)?)? * up)?);
+    }
+    Ok(match with_cpu_f32(&[gate, up], |s| vmath::silu_mul(s[0], s[1]))? {
+        Some(y) => Tensor::from_vec(y, gate.shape(), gate.device())?,
+        None => (gate.silu()? * up)?,
+    })
 }
 
 /// Projections of a ragged batch `x` (1, tokens, in): the base weights over every token at

@@ -404,8 +404,7 @@ pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32
 }
 
 /// How far ahead in the weight stream to prefetch: `DEEPGUARD_PREFETCH=<bytes>` (0 turns it off);
-/// 4 KiB by default. Measured on a 2-core Sapphire Rapids VM: single-stream decode of
-/// Qwen2.5-Coder-0.5B went from 19-22 to 27-31 tokens/s; 2 KiB and 8 KiB were close behind.
+/// 4 KiB by default (how that was chosen, and what it gains: docs/speed.md, round 1).
 fn prefetch_bytes() -> usize {
     static ON: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("DEEPGUARD_PREFETCH").ok().and_then(|v| v.parse().ok()).unwrap_or(4096))
