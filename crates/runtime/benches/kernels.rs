@@ -8,15 +8,35 @@ use candle_core::{Device, Tensor};
 use deepguard_runtime::kernels::{Isa, QMatrix, WType};
 use std::time::Instant;
 
+/// Seconds per call of `f`: wall time, or with `DEEPGUARD_BENCH_CLOCK=cpu` the calling thread's
+/// CPU time, which a busy machine disturbs far less (meaningful with `CANDLE_NUM_THREADS=1`, where
+/// the kernels run on the calling thread alone).
 fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
+    let clock: fn() -> f64 = if cpu_clock() { thread_cpu_secs } else { wall_secs };
     f();
-    let t = Instant::now();
+    let t = clock();
     let mut n = 0;
-    while t.elapsed().as_secs_f64() < min_secs {
+    while clock() - t < min_secs {
         f();
         n += 1;
     }
-    t.elapsed().as_secs_f64() / n as f64
+    (clock() - t) / n as f64
+}
+
+fn cpu_clock() -> bool {
+    std::env::var("DEEPGUARD_BENCH_CLOCK").is_ok_and(|v| v == "cpu")
+}
+
+fn wall_secs() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn main() {
@@ -24,6 +44,10 @@ fn main() {
     // the scalar reference only with --scalar (it is slow)
     let scalar = std::env::args().any(|a| a == "--scalar");
     let isas: Vec<Isa> = Isa::available().into_iter().filter(|&i| scalar || i != Isa::Scalar || Isa::detect() == Isa::Scalar).collect();
+    if cpu_clock() {
+        let threads = candle_core::utils::barrier_pool().n_workers() + 1;
+        println!("clock: this thread's CPU time ({threads} kernel thread(s){})\n", if threads > 1 { "; the other threads' work is not counted: set CANDLE_NUM_THREADS=1" } else { "" });
+    }
     println!("| type | rows x cols | use | isa | layout | m=1 GB/s | m=1 us | m=10 GMAC/s | m=128 GMAC/s |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (dt, n, k, what) in [
