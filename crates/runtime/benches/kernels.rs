@@ -1,21 +1,42 @@
-//! Quantized matmul throughput at the shapes of Qwen2.5-Coder-0.5B, for every kernel type:
-//! `cargo bench -p deepguard-runtime --bench kernels`. Prints weight bandwidth (GB/s) for one
-//! activation row (decode) and MACs/s for 10 rows (batched decoding) and 128 rows (prefill).
+//! Quantized matmul throughput per weight format at the shapes of Qwen2.5-Coder-0.5B and -1.5B:
+//! `cargo bench -p deepguard-runtime --bench kernels [FILTER]` (FILTER: a type such as `Q4K`, or
+//! `vmath`). Prints weight bandwidth (GB/s) for one activation row (decode) and multiply-adds per
+//! second for 10 rows (batched decoding) and 128 rows (prefill), per ISA and layout.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use deepguard_runtime::kernels::{Isa, QMatrix};
+use deepguard_runtime::kernels::{Isa, QMatrix, WType};
 use std::time::Instant;
 
+/// Seconds per call of `f`: wall time, or with `DEEPGUARD_BENCH_CLOCK=cpu` the calling thread's
+/// CPU time, which a busy machine disturbs far less (meaningful with `CANDLE_NUM_THREADS=1`, where
+/// the kernels run on the calling thread alone).
 fn time<F: FnMut()>(mut f: F, min_secs: f64) -> f64 {
+    let clock: fn() -> f64 = if cpu_clock() { thread_cpu_secs } else { wall_secs };
     f();
-    let t = Instant::now();
+    let t = clock();
     let mut n = 0;
-    while t.elapsed().as_secs_f64() < min_secs {
+    while clock() - t < min_secs {
         f();
         n += 1;
     }
-    t.elapsed().as_secs_f64() / n as f64
+    (clock() - t) / n as f64
+}
+
+fn cpu_clock() -> bool {
+    std::env::var("DEEPGUARD_BENCH_CLOCK").is_ok_and(|v| v == "cpu")
+}
+
+fn wall_secs() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn main() {
@@ -23,24 +44,31 @@ fn main() {
     // the scalar reference only with --scalar (it is slow)
     let scalar = std::env::args().any(|a| a == "--scalar");
     let isas: Vec<Isa> = Isa::available().into_iter().filter(|&i| scalar || i != Isa::Scalar || Isa::detect() == Isa::Scalar).collect();
-    println!("| type | rows x cols | isa | layout | m=1 GB/s | m=1 us | m=10 GMAC/s | m=128 GMAC/s |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for (dt, n, k) in [
-        (GgmlDType::Q5_0, 4864, 896),
-        (GgmlDType::Q5_0, 896, 896),
-        (GgmlDType::Q8_0, 896, 896),
-        // the output head: 136 MB, far beyond the caches (memory bandwidth)
-        (GgmlDType::Q8_0, 151936, 896),
-        (GgmlDType::Q4_0, 4864, 896),
-        (GgmlDType::Q4_1, 1536, 576),
-        (GgmlDType::Q4K, 896, 4864),
-        (GgmlDType::Q6K, 896, 4864),
+    if cpu_clock() {
+        let threads = candle_core::utils::barrier_pool().n_workers() + 1;
+        println!("clock: this thread's CPU time ({threads} kernel thread(s){})\n", if threads > 1 { "; the other threads' work is not counted: set CANDLE_NUM_THREADS=1" } else { "" });
+    }
+    println!("| type | rows x cols | use | isa | layout | m=1 GB/s | m=1 us | m=10 GMAC/s | m=128 GMAC/s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (dt, n, k, what) in [
+        (GgmlDType::Q5_0, 4864, 896, "0.5B gate, up"),
+        (GgmlDType::Q5_0, 896, 896, "0.5B q, o"),
+        (GgmlDType::Q8_0, 896, 896, "0.5B"),
+        // the output heads: 136 and 191 MB, far beyond the caches (memory bandwidth)
+        (GgmlDType::Q8_0, 151936, 896, "0.5B head"),
+        (GgmlDType::Q4_0, 4864, 896, "-"),
+        (GgmlDType::Q4_1, 1536, 576, "SmolLM2"),
+        (GgmlDType::Q4K, 896, 4864, "0.5B down"),
+        (GgmlDType::Q6K, 896, 4864, "0.5B down"),
+        (GgmlDType::Q4K, 8960, 1536, "1.5B gate, up"),
+        (GgmlDType::Q4K, 1536, 1536, "1.5B q, o"),
+        (GgmlDType::Q6K, 1536, 8960, "1.5B down"),
+        (GgmlDType::Q6K, 151936, 1536, "1.5B head"),
     ] {
         if filter.as_ref().is_some_and(|f| !format!("{dt:?}").contains(f.as_str())) {
             continue;
         }
-        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-        let plain = QMatrix::from_qtensor(&QTensor::quantize(&w, dt).unwrap()).unwrap().unwrap();
+        let plain = random_matrix(dt, n, k);
         let packed = plain.clone().packed();
         // the interleaved layout where it applies (SIMD ISAs; the scalar path reads it with the reference)
         let layouts: Vec<(&QMatrix, Isa)> = isas
@@ -68,7 +96,7 @@ fn main() {
             let bytes = q.bytes().len() as f64;
             let macs = (n * k) as f64;
             println!(
-                "| {dt:?} | {n} x {k} | {isa:?} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
+                "| {dt:?} | {n} x {k} | {what} | {isa:?} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
                 if q.is_packed() { "interleaved" } else { "gguf" },
                 bytes / row[0] / 1e9,
                 row[0] * 1e6,
@@ -80,6 +108,18 @@ fn main() {
     if filter.as_ref().is_none_or(|f| f == "vmath" || f == "attention") {
         elementwise_and_attention();
     }
+}
+
+/// A quantized `n` x `k` matrix of random weights: up to 1024 rows quantized, their GGUF bytes
+/// repeated for the rest (quantizing a 151936-row head takes long; its bytes stream the same).
+fn random_matrix(dt: GgmlDType, n: usize, k: usize) -> QMatrix {
+    let base = n.min(1024);
+    let w = Tensor::randn(0f32, 1.0, (base, k), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&w, dt).unwrap();
+    let bytes = q.data().unwrap();
+    let row = bytes.len() / base;
+    let data: Vec<u8> = (0..n).flat_map(|r| bytes[(r % base) * row..(r % base + 1) * row].iter().copied()).collect();
+    QMatrix::from_bytes(WType::from_ggml(dt).unwrap(), n, k, data).unwrap()
 }
 
 /// The non-matmul parts of a decode step at Qwen2.5-Coder-0.5B's shapes.

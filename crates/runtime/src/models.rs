@@ -21,6 +21,13 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         description: "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (qwen2, 24 layers, d=896)",
     },
     KnownModel {
+        name: "qwen2.5-coder-1.5b",
+        file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        size: 1_117_320_768,
+        sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        description: "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (qwen2, 28 layers, d=1536; not installed by default)",
+    },
+    KnownModel {
         name: "smollm2-135m",
         file: "smollm2-135m-instruct-q4_1.gguf",
         size: 98_362_432,

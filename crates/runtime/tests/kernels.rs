@@ -201,3 +201,86 @@ fn large_matrices_pack_in_parallel_and_round_trip() {
         assert_eq!(&*qm.to_qtensor().unwrap().data().unwrap(), plain.bytes(), "{dt:?}");
     }
 }
+
+/// Random GGUF bytes for a K-quant matrix rather than quantized floats: every code, scale and
+/// min pattern occurs, and a quarter of the super-blocks carry the extreme scales (Q4_K's 6-bit
+/// scales and mins all 63, Q6_K's scales all -128 or all 127), where integer sums are largest.
+fn random_kquant_bytes(t: WType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    let (bb, nb) = (t.block_bytes(), cols / 256);
+    let mut data: Vec<u8> = (0..rows * nb * bb).map(|_| next() as u8).collect();
+    for blk in data.chunks_exact_mut(bb) {
+        // finite scales of either sign, 2^-14 .. 2^-4 in magnitude
+        let scale = |r: u32| {
+            let v = (r % 1000 + 1) as f32 / 1000.0 / 16.0 * if r & (1 << 20) == 0 { 1.0 } else { -1.0 };
+            half::f16::from_f32(v).to_le_bytes()
+        };
+        let extreme = next() % 4;
+        if t == WType::Q4K {
+            blk[0..2].copy_from_slice(&scale(next()));
+            blk[2..4].copy_from_slice(&scale(next()));
+            if extreme == 0 {
+                blk[4..16].fill(0xFF);
+            }
+        } else {
+            blk[208..210].copy_from_slice(&scale(next()));
+            match extreme {
+                0 => blk[192..208].fill(0x80),
+                1 => blk[192..208].fill(0x7F),
+                _ => {}
+            }
+        }
+    }
+    data
+}
+
+/// The K-quant SIMD kernels (interleaved layout) against the scalar GGUF-layout reference on
+/// random blocks and shapes: rows of 1 to 10 groups of 16, 256 to 2304 columns, 1 to 25 activation
+/// rows (every group size and remainder of both ISAs), activations of full range and rows of one
+/// sign (the largest 16-value sums).
+#[test]
+fn kquant_kernels_match_the_reference_on_random_blocks_and_shapes() {
+    let mut case = 0u64;
+    for t in [WType::Q4K, WType::Q6K] {
+        for (rows, cols) in [(16usize, 256usize), (32, 1536), (48, 512), (160, 2304), (64, 768)] {
+            case += 1;
+            let bytes = random_kquant_bytes(t, rows, cols, 1000 + case);
+            let plain = QMatrix::from_bytes(t, rows, cols, bytes.clone()).unwrap();
+            let packed = plain.clone().packed();
+            assert!(packed.is_packed());
+            assert_eq!(&*packed.to_qtensor().unwrap().data().unwrap(), &bytes[..], "{t:?} {rows}x{cols}: unpacking restores the bytes");
+            let wd = plain.dequantize().unwrap().to_vec2::<f32>().unwrap();
+            for m in [1usize, 2, 3, 4, 5, 7, 8, 11, 12, 13, 25] {
+                let mut x = random(m, cols, case * 100 + m as u64).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                // the first row all positive, the last all negative: every 16-value sum at +-16 * 127
+                for v in &mut x[..cols] {
+                    *v = v.abs() + 1.0;
+                }
+                if m > 1 {
+                    for v in &mut x[(m - 1) * cols..] {
+                        *v = -v.abs() - 1.0;
+                    }
+                }
+                let acts = QActs::quantize(t.act(), &x, m, cols);
+                let mut want = vec![0f32; m * rows];
+                plain.matmul(&x, m, &mut want, Isa::Scalar);
+                for isa in isas().into_iter().skip(1) {
+                    let mut got = vec![0f32; m * rows];
+                    packed.matmul(&x, m, &mut got, isa);
+                    for r in 0..m {
+                        let xr = acts.dequantize_row(r);
+                        for c in 0..rows {
+                            let mag: f64 = wd[c].iter().zip(&xr).map(|(&w, &x)| (w * x).abs() as f64).sum();
+                            let (g, w) = (got[r * rows + c] as f64, want[r * rows + c] as f64);
+                            assert!((g - w).abs() <= 1e-5 * mag + 1e-6, "{t:?} {isa:?} {rows}x{cols} m={m} [{r},{c}]: {g} vs scalar {w} (scale {mag})");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

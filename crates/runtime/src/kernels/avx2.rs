@@ -277,15 +277,6 @@ unsafe fn dot4_small(u: &[__m256i], xb: *const i32) -> __m256i {
     _mm256_madd_epi16(_mm256_add_epi16(s01, s23), _mm256_set1_epi16(1))
 }
 
-/// The same for codes u < 64 (two quads per i16 sum).
-#[inline(always)]
-unsafe fn dot4_mid(u: &[__m256i], xb: *const i32) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
-    let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(u[0], quad(xb, 0)), _mm256_maddubs_epi16(u[1], quad(xb, 1)));
-    let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(u[2], quad(xb, 2)), _mm256_maddubs_epi16(u[3], quad(xb, 3)));
-    _mm256_add_epi32(_mm256_madd_epi16(s01, ones), _mm256_madd_epi16(s23, ones))
-}
-
 /// 32 bits -> 32 bytes, 0xFF where the bit is set (bit k -> byte k).
 #[inline(always)]
 unsafe fn bytes_from_bits(bits: u32) -> __m256i {
@@ -299,13 +290,6 @@ unsafe fn bytes_from_bits(bits: u32) -> __m256i {
 #[inline(always)]
 unsafe fn f16x8(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-}
-
-/// 8 bytes at `p` as f32, unsigned or signed.
-#[inline(always)]
-unsafe fn bytes8_ps<const SIGNED: bool>(p: *const u8) -> __m256 {
-    let v = _mm_loadl_epi64(p as *const __m128i);
-    _mm256_cvtepi32_ps(if SIGNED { _mm256_cvtepi8_epi32(v) } else { _mm256_cvtepu8_epi32(v) })
 }
 
 #[inline(always)]
@@ -379,12 +363,36 @@ unsafe fn packed32<const R: usize, const T: u8>(tiles: &[u8], a: &QActs, m0: usi
     }
 }
 
+/// 8 bytes at `p` (one per row) as i16 pairs (v, v) in 8 lanes, zero- or sign-extended, for
+/// `vpmaddwd`.
+#[inline(always)]
+unsafe fn dup8_epi16<const SIGNED: bool>(p: *const u8) -> __m256i {
+    let v = _mm_loadl_epi64(p as *const __m128i);
+    let x = if SIGNED { _mm256_cvtepi8_epi32(v) } else { _mm256_cvtepu8_epi32(v) };
+    _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(x, 16))
+}
+
+/// Sign-extended i16 pairs (a_i, b_i) in 8 lanes from 8 signed bytes a at `p` and 8 more b at
+/// `p + 16` (one per row each).
+#[inline(always)]
+unsafe fn pair8_epi16(p: *const u8) -> __m256i {
+    let (a, b) = (_mm_loadl_epi64(p as *const __m128i), _mm_loadl_epi64(p.add(16) as *const __m128i));
+    _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b))
+}
+
+/// Q4_K tiles, 8 rows (half `h` of the 16): per super-block and row lane,
+/// `d * sum_s sc_s * sum(q * x) - dmin * sum_s min_s * sum(x)`, times the activation scale. The
+/// byte products of a sub-block are summed in i16 (codes below 16: at most 8 * 2 * 15 * 128) and
+/// one `vpmaddwd` applies the row's scale, so a super-block stays in integers until one
+/// int-to-float and FMA per row. The min term is one `vpmaddwd` per sub-block (the row's min in
+/// both i16 halves against the two 16-value sums of x).
 #[inline(always)]
 unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, h: usize, pf: usize) {
     const TB: usize = 2368;
     let k = a.k;
     let nb = k / 256;
-    let xq = a.qs.as_ptr();
+    let xq = a.qs.as_ptr() as *const i32;
+    let bsums = a.bsums.as_ptr() as *const u8;
     let m4 = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
@@ -392,9 +400,22 @@ unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
         super::prefetch_ahead(p, TB, pf);
         let dw = f16x8(p.add(16 * h));
         let dmw = f16x8(p.add(32 + 16 * h));
+        let mut mins = [_mm256_setzero_si256(); 8];
+        for (s, v) in mins.iter_mut().enumerate() {
+            *v = dup8_epi16::<false>(p.add(192 + 16 * s + 8 * h));
+        }
+        for r in 0..R {
+            let bs = bsums.add(((m0 + r) * nb + b) * 32);
+            let mut msum = _mm256_setzero_si256();
+            for (s, v) in mins.iter().enumerate() {
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*v, _mm256_set1_epi32(std::ptr::read_unaligned(bs.add(4 * s) as *const i32))));
+            }
+            let dx = _mm256_set1_ps(*a.d.get_unchecked((m0 + r) * nb + b));
+            acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dmw, dx), acc[r]);
+        }
+        let mut isum = [_mm256_setzero_si256(); R];
         for s in 0..8 {
-            let scs = _mm256_mul_ps(bytes8_ps::<false>(p.add(64 + 16 * s + 8 * h)), dw);
-            let mns = _mm256_mul_ps(bytes8_ps::<false>(p.add(192 + 16 * s + 8 * h)), dmw);
+            let sv = dup8_epi16::<false>(p.add(64 + 16 * s + 8 * h));
             let q = p.add(320 + 512 * (s / 2) + 32 * h);
             let mut wv = [_mm256_setzero_si256(); 8];
             for j in 0..8 {
@@ -402,15 +423,17 @@ unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
                 wv[j] = _mm256_and_si256(if s % 2 == 0 { v } else { _mm256_srli_epi16(v, 4) }, m4);
             }
             for r in 0..R {
-                let row = m0 + r;
-                let xb = xq.add(row * k + b * 256 + 32 * s) as *const i32;
-                let isum = _mm256_add_epi32(dot4_small(&wv[0..4], xb), dot4_small(&wv[4..8], xb.add(4)));
-                let bs = a.bsums.as_ptr().add((row * nb + b) * 16 + 2 * s);
-                let dx = *a.d.get_unchecked(row * nb + b);
-                let xs = (*bs as i32 + *bs.add(1) as i32) as f32 * dx;
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(scs, _mm256_set1_ps(dx)), acc[r]);
-                acc[r] = _mm256_fnmadd_ps(mns, _mm256_set1_ps(xs), acc[r]);
+                let xb = xq.add(((m0 + r) * k + b * 256 + 32 * s) / 4);
+                let mut s16 = _mm256_maddubs_epi16(wv[0], quad(xb, 0));
+                for j in 1..8 {
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[j], quad(xb, j)));
+                }
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s16, sv));
             }
+        }
+        for r in 0..R {
+            let dx = _mm256_set1_ps(*a.d.get_unchecked((m0 + r) * nb + b));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_mul_ps(dw, dx), acc[r]);
         }
     }
     for r in 0..R {
@@ -418,12 +441,17 @@ unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
     }
 }
 
+/// Q6_K tiles, 8 rows: `d * sum_g sc_g * (sum(q * x) - 32 * sum(x))` over the 16-column groups g.
+/// Byte products in i16 (codes below 64: two quads per i16 sum), the group's scale applied by
+/// `vpmaddwd`, all in integers until one int-to-float and FMA per super-block and row; the offset
+/// term is one `vpmaddwd` per pair of groups (the row's two scales against two sums of x).
 #[inline(always)]
 unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, h: usize, pf: usize) {
     const TB: usize = 3360;
     let k = a.k;
     let nb = k / 256;
-    let xq = a.qs.as_ptr();
+    let xq = a.qs.as_ptr() as *const i32;
+    let bsums = a.bsums.as_ptr() as *const u8;
     let m4 = _mm256_set1_epi8(0x0F);
     let m30 = _mm256_set1_epi8(0x30);
     let mut acc = [_mm256_setzero_ps(); R];
@@ -431,9 +459,24 @@ unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
         let p = tiles.as_ptr().add(b * TB);
         super::prefetch_ahead(p, TB, pf);
         let dw = f16x8(p.add(16 * h));
+        let mut isum = [_mm256_setzero_si256(); R];
+        {
+            let mut scp = [_mm256_setzero_si256(); 8];
+            for (hh, v) in scp.iter_mut().enumerate() {
+                *v = pair8_epi16(p.add(32 + 32 * hh + 8 * h));
+            }
+            for r in 0..R {
+                let bs = bsums.add(((m0 + r) * nb + b) * 32);
+                let mut corr = _mm256_setzero_si256();
+                for (hh, v) in scp.iter().enumerate() {
+                    corr = _mm256_add_epi32(corr, _mm256_madd_epi16(*v, _mm256_set1_epi32(std::ptr::read_unaligned(bs.add(4 * hh) as *const i32))));
+                }
+                isum[r] = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(corr, 5));
+            }
+        }
         for g in 0..16 {
             let (p4, gg) = (g / 4, g % 4);
-            let scg = _mm256_mul_ps(bytes8_ps::<true>(p.add(32 + 16 * g + 8 * h)), dw);
+            let sv = dup8_epi16::<true>(p.add(32 + 16 * g + 8 * h));
             let mut wv = [_mm256_setzero_si256(); 4];
             for hh in 0..4 {
                 let c4 = 4 * gg + hh;
@@ -450,13 +493,15 @@ unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
                 wv[hh] = _mm256_or_si256(lo, _mm256_and_si256(hb, m30));
             }
             for r in 0..R {
-                let row = m0 + r;
-                let xb = xq.add(row * k + b * 256 + 16 * g) as *const i32;
-                let xs = *a.bsums.get_unchecked((row * nb + b) * 16 + g) as i32;
-                let isum = _mm256_sub_epi32(dot4_mid(&wv, xb), _mm256_set1_epi32(32 * xs));
-                let dx = *a.d.get_unchecked(row * nb + b);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(scg, _mm256_set1_ps(dx)), acc[r]);
+                let xb = xq.add(((m0 + r) * k + b * 256 + 16 * g) / 4);
+                let s01 = _mm256_add_epi16(_mm256_maddubs_epi16(wv[0], quad(xb, 0)), _mm256_maddubs_epi16(wv[1], quad(xb, 1)));
+                let s23 = _mm256_add_epi16(_mm256_maddubs_epi16(wv[2], quad(xb, 2)), _mm256_maddubs_epi16(wv[3], quad(xb, 3)));
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(_mm256_madd_epi16(s01, sv), _mm256_madd_epi16(s23, sv)));
             }
+        }
+        for r in 0..R {
+            let dx = _mm256_set1_ps(*a.d.get_unchecked((m0 + r) * nb + b));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_mul_ps(dw, dx), acc[r]);
         }
     }
     for r in 0..R {

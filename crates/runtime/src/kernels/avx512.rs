@@ -305,25 +305,78 @@ unsafe fn bytes_ps<const SIGNED: bool>(p: *const u8) -> __m512 {
     _mm512_cvtepi32_ps(if SIGNED { _mm512_cvtepi8_epi32(v) } else { _mm512_cvtepu8_epi32(v) })
 }
 
-/// Q4_K tiles: per 32-column sub-block s, `d * sc_s * sum(q * x) - dmin * min_s * sum(x)` for
-/// every row lane, summed over the super-block, then times the activation scale.
+/// Lanes (v, v) of i16 pairs, one per row: byte i of the 16 at `p` (one per row) widened into both
+/// halves of 32-bit lane i, for `vpdpwssd` against an activation pair.
+#[inline(always)]
+unsafe fn dup_bytes_epi16(p: *const u8) -> __m512i {
+    let b = _mm512_broadcast_i32x4(_mm_loadu_si128(p as *const __m128i));
+    // every 128-bit lane holds the 16 bytes, so 32-bit lane i can take byte i; 0x80 gives a zero
+    const IDX: [u32; 16] = {
+        let mut v = [0u32; 16];
+        let mut i = 0;
+        while i < 16 {
+            v[i] = 0x8000_8000 | (i as u32) << 16 | i as u32;
+            i += 1;
+        }
+        v
+    };
+    let idx = _mm512_loadu_si512(IDX.as_ptr() as *const __m512i);
+    _mm512_shuffle_epi8(b, idx)
+}
+
+/// Lanes (a_i, b_i) of sign-extended i16 pairs from 16 signed bytes a at `p` and 16 more b at
+/// `p + 16` (one per row each).
+#[inline(always)]
+unsafe fn pair_bytes_epi16(p: *const u8) -> __m512i {
+    let w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p as *const __m256i));
+    let idx = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    _mm512_permutexvar_epi16(idx, w)
+}
+
+/// Four activation bytes (or two i16) at `p` in every 32-bit lane.
+#[inline(always)]
+unsafe fn bcast4(p: *const u8) -> __m512i {
+    _mm512_set1_epi32(std::ptr::read_unaligned(p as *const i32))
+}
+
+/// Q4_K tiles: per super-block, `d * sum_s sc_s * sum(q * x) - dmin * sum_s min_s * sum(x)` for
+/// every row lane, then times the activation scale. The min term is one `vpdpwssd` per sub-block
+/// and row (the row's min in both i16 halves against the two 16-value sums of x), started before
+/// the sub-blocks; each sub-block is 8 `vpdpbusd`, an int-to-float and an FMA per row.
 #[inline(always)]
 unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, pf: usize) {
     const TB: usize = 2368;
     let k = a.k;
     let nb = k / 256;
-    let xq = a.qs.as_ptr();
+    let xq = a.qs.as_ptr() as *const u8;
+    let bsums = a.bsums.as_ptr() as *const u8;
     let m4 = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..nb {
         let p = tiles.as_ptr().add(b * TB);
         super::prefetch_ahead(p, TB, pf);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
-        let dmw = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i));
+        let ndmw = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i)));
         let mut sup = [_mm512_setzero_ps(); R];
+        {
+            let mut mins = [_mm512_setzero_si512(); 8];
+            for (s, v) in mins.iter_mut().enumerate() {
+                *v = dup_bytes_epi16(p.add(192 + 16 * s));
+            }
+            for r in 0..R {
+                // the 16 sums of 16 values of this super-block: 2 per sub-block, as i16 pairs
+                let bs = bsums.add(((m0 + r) * nb + b) * 32);
+                let mut msum = _mm512_setzero_si512();
+                for (s, v) in mins.iter().enumerate() {
+                    msum = _mm512_dpwssd_epi32(msum, *v, bcast4(bs.add(4 * s)));
+                }
+                sup[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(msum), ndmw);
+            }
+        }
         for s in 0..8 {
             let scs = _mm512_mul_ps(bytes_ps::<false>(p.add(64 + 16 * s)), dw);
-            let mns = _mm512_mul_ps(bytes_ps::<false>(p.add(192 + 16 * s)), dmw);
             let q = p.add(320 + 512 * (s / 2));
             let mut wv = [_mm512_setzero_si512(); 8];
             for j in 0..8 {
@@ -331,16 +384,12 @@ unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
                 wv[j] = _mm512_and_si512(if s % 2 == 0 { v } else { _mm512_srli_epi16(v, 4) }, m4);
             }
             for r in 0..R {
-                let row = m0 + r;
-                let xb = xq.add(row * k + b * 256 + 32 * s) as *const i32;
-                let mut isum = _mm512_setzero_si512();
-                for j in 0..8 {
-                    isum = _mm512_dpbusd_epi32(isum, wv[j], _mm512_set1_epi32(std::ptr::read_unaligned(xb.add(j))));
+                let xb = xq.add((m0 + r) * k + b * 256 + 32 * s);
+                let mut isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], bcast4(xb));
+                for j in 1..8 {
+                    isum = _mm512_dpbusd_epi32(isum, wv[j], bcast4(xb.add(4 * j)));
                 }
-                let bs = a.bsums.as_ptr().add((row * nb + b) * 16 + 2 * s);
-                let xs = (*bs as i32 + *bs.add(1) as i32) as f32;
                 sup[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scs, sup[r]);
-                sup[r] = _mm512_fnmadd_ps(mns, _mm512_set1_ps(xs), sup[r]);
             }
         }
         for r in 0..R {
@@ -352,13 +401,17 @@ unsafe fn packed_q4k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
     }
 }
 
-/// Q6_K tiles: per 16-column group g, `d * sc_g * (sum(q * x) - 32 * sum(x))` for every row lane.
+/// Q6_K tiles: `d * sum_g sc_g * (sum(q * x) - 32 * sum(x))` over the 16-column groups g, for every
+/// row lane. The offset term is one `vpdpwssd` per pair of groups and row (the row's two scales
+/// against the two 16-value sums of x), started before the groups; each group is 4 `vpdpbusd`, an
+/// int-to-float and an FMA per row.
 #[inline(always)]
 unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut f32, n: usize, pf: usize) {
     const TB: usize = 3360;
     let k = a.k;
     let nb = k / 256;
-    let xq = a.qs.as_ptr();
+    let xq = a.qs.as_ptr() as *const u8;
+    let bsums = a.bsums.as_ptr() as *const u8;
     let m4 = _mm512_set1_epi8(0x0F);
     let m30 = _mm512_set1_epi8(0x30);
     let mut acc = [_mm512_setzero_ps(); R];
@@ -367,6 +420,21 @@ unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
         super::prefetch_ahead(p, TB, pf);
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
         let mut sup = [_mm512_setzero_ps(); R];
+        {
+            let n32dw = _mm512_mul_ps(dw, _mm512_set1_ps(-32.0));
+            let mut scp = [_mm512_setzero_si512(); 8];
+            for (h, v) in scp.iter_mut().enumerate() {
+                *v = pair_bytes_epi16(p.add(32 + 32 * h));
+            }
+            for r in 0..R {
+                let bs = bsums.add(((m0 + r) * nb + b) * 32);
+                let mut corr = _mm512_setzero_si512();
+                for (h, v) in scp.iter().enumerate() {
+                    corr = _mm512_dpwssd_epi32(corr, *v, bcast4(bs.add(4 * h)));
+                }
+                sup[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(corr), n32dw);
+            }
+        }
         for g in 0..16 {
             let (p4, gg) = (g / 4, g % 4);
             let scg = _mm512_mul_ps(bytes_ps::<true>(p.add(32 + 16 * g)), dw);
@@ -383,15 +451,13 @@ unsafe fn packed_q6k<const R: usize>(tiles: &[u8], a: &QActs, m0: usize, o: *mut
                     2 => hb,
                     _ => _mm512_srli_epi16(hb, 2),
                 };
-                wv[h] = _mm512_or_si512(lo, _mm512_and_si512(hb, m30));
+                wv[h] = _mm512_ternarylogic_epi32(lo, hb, m30, 0xF8);
             }
             for r in 0..R {
-                let row = m0 + r;
-                let xb = xq.add(row * k + b * 256 + 16 * g) as *const i32;
-                let xs = *a.bsums.get_unchecked((row * nb + b) * 16 + g) as i32;
-                let mut isum = _mm512_set1_epi32(-32 * xs);
-                for h in 0..4 {
-                    isum = _mm512_dpbusd_epi32(isum, wv[h], _mm512_set1_epi32(std::ptr::read_unaligned(xb.add(h))));
+                let xb = xq.add((m0 + r) * k + b * 256 + 16 * g);
+                let mut isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[0], bcast4(xb));
+                for h in 1..4 {
+                    isum = _mm512_dpbusd_epi32(isum, wv[h], bcast4(xb.add(4 * h)));
                 }
                 sup[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scg, sup[r]);
             }
