@@ -3,6 +3,7 @@
 use crate::args::ModelArgs;
 use crate::guided::GuidanceArgs;
 use anyhow::{bail, Result};
+use deepguard_serve::edge::EdgeConfig;
 use deepguard_serve::http::HttpConfig;
 use deepguard_serve::methods::Methods;
 use deepguard_serve::ServeConfig;
@@ -44,6 +45,29 @@ pub struct Args {
     /// cancelled.
     #[arg(long, default_value_t = 10.0)]
     pub shutdown_grace: f64,
+    /// Seconds a request may take from its head's arrival: its body must arrive within it (else
+    /// 408) and its answer be complete (else 504; a stream ends with an error event).
+    #[arg(long, default_value_t = 600.0)]
+    pub request_timeout: f64,
+    /// Seconds a client has to send a request's head (request line and headers) once its first
+    /// byte arrived; slower: the connection is closed.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a connection may stay open without sending a request (fresh, or kept alive after a
+    /// response); then it is closed.
+    #[arg(long, default_value_t = 30.0)]
+    pub idle_timeout: f64,
+    /// Connections open at once at most; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+}
+
+/// A flag's seconds as a duration: positive and at most a day.
+fn seconds(flag: &str, v: f64) -> Result<Duration> {
+    if !(v > 0.0 && v <= 86_400.0) {
+        bail!("--{flag} must be a number of seconds above 0 and at most 86400, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -56,6 +80,11 @@ pub fn run(a: Args) -> Result<()> {
     if a.api_key.as_deref().is_some_and(str::is_empty) {
         bail!("--api-key must not be empty");
     }
+    if a.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    let request_timeout = seconds("request-timeout", a.request_timeout)?;
+    let edge = EdgeConfig { header_timeout: seconds("header-timeout", a.header_timeout)?, idle_timeout: seconds("idle-timeout", a.idle_timeout)?, max_connections: a.max_connections };
     let mut model = crate::load_model(&a.model.model)?;
     let guard = a.guided.guard.clone().map(|d| (d, a.guided.bias_rule, a.guided.guard_strength));
     let methods = Methods::load(&mut model, guard, a.guided.steer.clone().map(|s| (s, a.guided.alpha)))?;
@@ -67,7 +96,8 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = ServeConfig {
         host: a.host.clone(),
         port: a.port,
-        http: HttpConfig { model_id: model_id.clone(), api_key: a.api_key.clone(), ctx: a.ctx, max_batch: a.max_batch, body_limit: a.max_body_bytes },
+        http: HttpConfig { model_id: model_id.clone(), api_key: a.api_key.clone(), ctx: a.ctx, max_batch: a.max_batch, body_limit: a.max_body_bytes, request_timeout },
+        edge,
         prefill_chunk: a.prefill_chunk,
         shutdown_grace: Duration::from_secs_f64(a.shutdown_grace),
     };

@@ -197,11 +197,11 @@ impl Decoding {
         if p == 0 {
             bail!("the prompt is empty");
         }
-        if p + params.max_tokens > ctx {
+        if p.checked_add(params.max_tokens).is_none_or(|t| t > ctx) {
             bail!(
                 "prompt of {p} tokens + {} new tokens exceeds the model's context of {ctx} tokens (by {})",
                 params.max_tokens,
-                p + params.max_tokens - ctx
+                p as u128 + params.max_tokens as u128 - ctx as u128
             );
         }
         if params.n == 0 {

@@ -11,6 +11,7 @@ use candle_core::quantized::gguf_file::Value;
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// Pre-tokenizer split patterns, by the `tokenizer.ggml.pre` name llama.cpp writes.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -21,6 +22,10 @@ const END_TOKENS: &[&str] = &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|en
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same tokenizer with special tokens read as plain text (built on first use).
+    plain: OnceLock<tokenizers::Tokenizer>,
+    /// The special (control) tokens' strings and ids, longest first.
+    specials: Vec<(String, u32)>,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
     pub add_bos: bool,
@@ -64,6 +69,8 @@ impl Tokenizer {
         }
         let add_bos = matches!(g.meta("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
         Ok(Self {
+            specials: special_tokens(&inner),
+            plain: OnceLock::new(),
             inner,
             bos_id,
             eos_id,
@@ -107,6 +114,8 @@ impl Tokenizer {
         Ok(Self {
             add_bos: cfg["add_bos_token"].as_bool().unwrap_or(false),
             chat_template: cfg["chat_template"].as_str().map(str::to_string),
+            specials: special_tokens(&inner),
+            plain: OnceLock::new(),
             inner,
             bos_id,
             eos_id,
@@ -129,6 +138,55 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Encodes text in which special-token strings are ordinary characters: `<|im_start|>` in
+    /// `text` becomes the tokens of its characters, never the control token. (Added tokens that
+    /// are not special, GGUF's "user-defined" ones, are still matched, as llama.cpp does.) No BOS.
+    /// For text a client wrote, e.g. a chat message's content.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let plain = self.plain.get_or_init(|| {
+            let mut t = self.inner.clone();
+            t.set_encode_special_tokens(true);
+            t
+        });
+        let enc = plain.encode(text, false).map_err(|e| anyhow!("tokenizer: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The special (control) tokens: their strings and ids, longest string first.
+    pub fn special_tokens(&self) -> &[(String, u32)] {
+        &self.specials
+    }
+
+    /// Whether `id` is a special (control) token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.specials.iter().any(|(_, i)| *i == id)
+    }
+
+    /// Splits `text` at the special tokens' strings (leftmost match, the longest where several
+    /// start at one place), as [`encode`](Self::encode) reads them.
+    pub fn split_special<'a>(&self, text: &'a str) -> Vec<Piece<'a>> {
+        let mut out = Vec::new();
+        let (mut start, mut i) = (0, 0);
+        while i < text.len() {
+            let rest = &text[i..];
+            match self.specials.iter().find(|(s, _)| !s.is_empty() && rest.starts_with(s.as_str())) {
+                Some((s, id)) => {
+                    if start < i {
+                        out.push(Piece::Text(&text[start..i]));
+                    }
+                    out.push(Piece::Special(*id));
+                    i += s.len();
+                    start = i;
+                }
+                None => i += rest.chars().next().map_or(1, char::len_utf8),
+            }
+        }
+        if start < text.len() {
+            out.push(Piece::Text(&text[start..]));
+        }
+        out
+    }
+
     /// Decodes ids to text, dropping control tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(|e| anyhow!("tokenizer: {e}"))
@@ -145,6 +203,20 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+}
+
+/// A piece of text split at special tokens ([`Tokenizer::split_special`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Text(&'a str),
+    Special(u32),
+}
+
+/// The added tokens marked special, longest first (ties by id, so the order is fixed).
+fn special_tokens(t: &tokenizers::Tokenizer) -> Vec<(String, u32)> {
+    let mut v: Vec<(String, u32)> = t.get_added_tokens_decoder().into_iter().filter(|(_, a)| a.special && !a.content.is_empty()).map(|(id, a)| (a.content, id)).collect();
+    v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+    v
 }
 
 /// The `tokenizer.json` document for a byte-level BPE described the way GGUF stores it: token

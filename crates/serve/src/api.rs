@@ -111,7 +111,8 @@ macro_rules! request {
             pub top_p: Option<f64>,
             pub n: Option<u64>,
             pub stop: Option<Value>,
-            pub seed: Option<i64>,
+            /// Any integer 0..=u64::MAX; checked where it is used (a negative one is a 400).
+            pub seed: Option<serde_json::Number>,
             pub stream: Option<bool>,
             pub stream_options: Option<StreamOptions>,
             pub deepguard: Option<DeepguardOptions>,

@@ -49,6 +49,8 @@ pub struct Job {
     pub prepare: Prepare,
     pub events: UnboundedSender<Event>,
     pub arrived: Instant,
+    /// The request's time limit: past it, waiting or running, it ends with a 504.
+    pub deadline: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +150,7 @@ struct Active {
     events: UnboundedSender<Event>,
     reported: Vec<bool>,
     arrived: Instant,
+    deadline: Option<Instant>,
     first_token: bool,
 }
 
@@ -220,6 +223,7 @@ impl Loop {
                 }
             }
             self.drop_cancelled();
+            self.expire();
             self.admit();
             self.update_gauges();
             if self.active.is_empty() {
@@ -269,6 +273,31 @@ impl Loop {
         });
     }
 
+    /// Requests past their time limit leave the queue and the batch with a 504.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let late = |d: Option<Instant>| d.is_some_and(|d| now >= d);
+        let m = &self.metrics;
+        let message = "The request did not finish within the server's time limit (--request-timeout).";
+        self.waiting.retain(|j| {
+            if late(j.deadline) {
+                m.queue_depth.fetch_sub(1, Relaxed);
+                m.requests_timed_out.fetch_add(1, Relaxed);
+                fail(&j.events, 504, message);
+                return false;
+            }
+            true
+        });
+        self.active.retain(|a| {
+            if late(a.deadline) {
+                m.requests_timed_out.fetch_add(1, Relaxed);
+                a.send(Event::Failed { status: 504, message: message.into() });
+                return false;
+            }
+            true
+        });
+    }
+
     /// Waiting requests join, in arrival order, while their rows fit.
     fn admit(&mut self) {
         let mut rows: usize = self.active.iter().map(Active::rows).sum();
@@ -300,7 +329,7 @@ impl Loop {
     }
 
     fn start(&self, j: Job) -> Result<Active, (UnboundedSender<Event>, anyhow::Error)> {
-        let Job { prompt, params, prepare, events, arrived } = j;
+        let Job { prompt, params, prepare, events, arrived, deadline } = j;
         let dec = match Decoding::new(&self.model, prompt.len(), &params) {
             Ok(d) => d,
             Err(e) => return Err((events, e)),
@@ -312,7 +341,7 @@ impl Loop {
         };
         let _ = events.send(Event::Started { report: prepared.report });
         self.metrics.prompt_tokens.fetch_add(prompt.len() as u64, Relaxed);
-        Ok(Active { reported: vec![false; params.n], dec, guidance: prepared.guidance, lora: prepared.lora, prompt, prefilled: 0, events, arrived, first_token: false })
+        Ok(Active { reported: vec![false; params.n], dec, guidance: prepared.guidance, lora: prepared.lora, prompt, prefilled: 0, events, arrived, deadline, first_token: false })
     }
 
     /// One forward pass over every request in the batch, then one sampling step for each

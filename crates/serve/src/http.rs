@@ -6,8 +6,8 @@ use crate::engine::{Engine, Event, Job};
 use crate::methods::Methods;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +35,9 @@ pub struct HttpConfig {
     pub max_batch: usize,
     /// Request bodies larger than this are refused (413).
     pub body_limit: usize,
+    /// A request's time limit, from its head's arrival: its body must arrive within it (else
+    /// 408), and its answer must be complete (else 504, or an error event ending the stream).
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -58,8 +61,16 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .route("/health", get(health))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Unknown endpoint: this server offers /v1/completions, /v1/chat/completions, /v1/models, /health and /metrics.") })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// A known endpoint asked with the wrong method: 405 with OpenAI's error object (axum adds the
+/// `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method {method} is not allowed on {path} (the Allow header lists the methods that are)."))
 }
 
 fn now() -> u64 {
@@ -130,9 +141,22 @@ fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError>
     })
 }
 
-async fn completions(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+/// Reads the body within the request's time limit.
+async fn read_body(st: &AppState, req: Request, deadline: Instant) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout_at(deadline.into(), Bytes::from_request(req, &())).await {
+        Ok(body) => body_or_error(body),
+        Err(_) => {
+            st.engine.metrics.requests_timed_out.fetch_add(1, Relaxed);
+            Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("The request body did not arrive within the server's time limit of {}s (--request-timeout).", st.cfg.request_timeout.as_secs_f64())))
+        }
+    }
+}
+
+async fn completions(State(st): State<AppState>, req: Request) -> Response {
+    let arrived = Instant::now();
+    let deadline = arrived + st.cfg.request_timeout;
     let r = async {
-        let body = body_or_error(body)?;
+        let body = read_body(&st, req, deadline).await?;
         let req: CompletionRequest = api::parse(&body)?;
         if req.echo == Some(true) {
             return Err(ApiError::bad("'echo' is not supported.").param("echo"));
@@ -149,15 +173,17 @@ async fn completions(State(st): State<AppState>, body: Result<Bytes, BytesReject
             PromptInput::Tokens(ids) => ids,
         };
         let common = Common::completion(&req);
-        run(&st, Kind::Completion, ids, common).await
+        run(&st, Kind::Completion, ids, common, arrived, deadline).await
     }
     .await;
     r.unwrap_or_else(|e| failed(&st, e))
 }
 
-async fn chat_completions(State(st): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat_completions(State(st): State<AppState>, req: Request) -> Response {
+    let arrived = Instant::now();
+    let deadline = arrived + st.cfg.request_timeout;
     let r = async {
-        let body = body_or_error(body)?;
+        let body = read_body(&st, req, deadline).await?;
         let req: ChatRequest = api::parse(&body)?;
         if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(ApiError::bad("'tools' are not supported.").param("tools"));
@@ -181,13 +207,11 @@ async fn chat_completions(State(st): State<AppState>, body: Result<Bytes, BytesR
             };
             messages.push(Message::new(role, &api::message_text(m, i)?));
         }
-        let tok = &st.model.tokenizer;
-        let name = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
-        let prompt = chat::render(tok.chat_template.as_deref(), &messages, &name(tok.bos_id), &name(tok.eos_id)).map_err(|e| ApiError::bad(format!("{e:#}")).param("messages"))?;
-        let ids = tok.encode(&prompt).map_err(|e| ApiError::bad(format!("{e:#}")).param("messages"))?;
+        // the template's markers are special tokens, the messages' contents plain text
+        let ids = chat::encode(&st.model.tokenizer, &messages).map_err(|e| ApiError::bad(format!("{e:#}")).param("messages"))?;
         let mut common = Common::chat(&req);
         common.max_tokens = req.max_completion_tokens.or(req.max_tokens);
-        run(&st, Kind::Chat, ids, common).await
+        run(&st, Kind::Chat, ids, common, arrived, deadline).await
     }
     .await;
     r.unwrap_or_else(|e| failed(&st, e))
@@ -205,7 +229,7 @@ struct Common {
     top_p: Option<f64>,
     n: Option<u64>,
     stop: Option<Value>,
-    seed: Option<i64>,
+    seed: Option<serde_json::Number>,
     stream: bool,
     include_usage: bool,
     deepguard: Option<api::DeepguardOptions>,
@@ -223,7 +247,7 @@ macro_rules! common_from {
             top_p: $r.top_p,
             n: $r.n,
             stop: $r.stop.clone(),
-            seed: $r.seed,
+            seed: $r.seed.clone(),
             stream: $r.stream.unwrap_or(false),
             include_usage: $r.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
             deepguard: $r.deepguard.clone(),
@@ -249,8 +273,7 @@ impl Common {
 }
 
 /// Validates the sampling settings, queues the job, and answers (streamed or not).
-async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
+async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common, arrived: Instant, deadline: Instant) -> Result<Response, ApiError> {
     let cfg = &st.cfg;
     for (name, v) in c.penalties {
         if v.is_some_and(|v| v != 0.0) {
@@ -272,7 +295,7 @@ async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common) -> Result<Resp
         return Err(ApiError::bad(format!("Invalid 'top_p': {top_p} is not in (0, 1].")).param("top_p"));
     }
     let n = c.n.unwrap_or(1);
-    if n == 0 || n as usize > cfg.max_batch {
+    if n == 0 || n > cfg.max_batch as u64 {
         return Err(ApiError::bad(format!("Invalid 'n': {n} is not between 1 and the server's batch of {} (--max-batch).", cfg.max_batch)).param("n"));
     }
     let stop = api::stop_strings(c.stop.as_ref())?;
@@ -281,26 +304,31 @@ async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common) -> Result<Resp
     if p == 0 {
         return Err(ApiError::bad(format!("The {what} is empty (no tokens).")).param(what));
     }
-    let max_tokens = match c.max_tokens {
-        Some(m) => m as usize,
+    // any u64 the client sends: the sum is taken in u128, so it cannot wrap past the check
+    let max_tokens: u64 = match c.max_tokens {
+        Some(m) => m,
         // OpenAI's defaults: 16 for completions, the rest of the context for chat.
-        None if kind == Kind::Completion => 16.min(cfg.ctx.saturating_sub(p)),
-        None => cfg.ctx.saturating_sub(p),
+        None if kind == Kind::Completion => 16.min(cfg.ctx.saturating_sub(p)) as u64,
+        None => cfg.ctx.saturating_sub(p) as u64,
     };
-    if p + max_tokens > cfg.ctx || (kind == Kind::Chat && c.max_tokens.is_none() && p >= cfg.ctx) {
+    let total = p as u128 + max_tokens as u128;
+    if total > cfg.ctx as u128 || (kind == Kind::Chat && c.max_tokens.is_none() && p >= cfg.ctx) {
         return Err(ApiError::bad(format!(
-            "This model's maximum context length is {} tokens. However, you requested {} tokens ({p} in the {what}, {max_tokens} for the completion). Please reduce the length of the {what} or completion.",
+            "This model's maximum context length is {} tokens. However, you requested {total} tokens ({p} in the {what}, {max_tokens} for the completion). Please reduce the length of the {what} or completion.",
             cfg.ctx,
-            p + max_tokens
         ))
         .param(what)
         .code("context_length_exceeded"));
     }
+    let max_tokens = max_tokens as usize;
+    let seed = match &c.seed {
+        None => rand::random(),
+        Some(s) => s.as_u64().ok_or_else(|| ApiError::bad(format!("Invalid 'seed': {s} is not an integer between 0 and {}.", u64::MAX)).param("seed"))?,
+    };
     let choice = st.methods.choose(c.deepguard.as_ref())?;
-    let seed = c.seed.map(|s| s as u64).unwrap_or_else(rand::random);
     let params = SamplingParams { temperature, top_p, seed, max_tokens, stop, n: n as usize };
     let (tx, mut rx) = unbounded_channel();
-    let job = Job { prompt: ids, params, prepare: st.methods.prepare(choice, c.ignore_eos), events: tx, arrived };
+    let job = Job { prompt: ids, params, prepare: st.methods.prepare(choice, c.ignore_eos), events: tx, arrived, deadline: Some(deadline) };
     if st.engine.submit(job).is_err() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down."));
     }

@@ -4,9 +4,11 @@
 //! - [`engine`]: one thread owns the model and decodes every admitted request together, each at
 //!   its own position, with its own method (`Decoder::forward_ragged`); requests join and leave
 //!   the batch between steps.
+//! - [`edge`]: the connections: a cap on how many are open, a header-read timeout and an idle
+//!   timeout (hyper, HTTP/1.1).
 //! - [`http`]: axum routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`,
-//!   `GET /health`, `GET /metrics` (Prometheus); bearer-token auth, body cap, OpenAI error
-//!   objects, server-sent events.
+//!   `GET /health`, `GET /metrics` (Prometheus); bearer-token auth, body cap, a time limit per
+//!   request, OpenAI error objects, server-sent events.
 //! - [`methods`]: the server's guard and steering vectors, and a request's choice among them (its
 //!   `deepguard` extension field); the method and the prompt's security score go back in the
 //!   response's `deepguard` field.
@@ -15,12 +17,14 @@
 //! `deepguard serve` is a thin shell over [`serve`].
 
 pub mod api;
+pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod methods;
 pub mod metrics;
 
 use anyhow::{Context, Result};
+use edge::EdgeConfig;
 use deepguard_runtime::Model;
 use engine::{Engine, EngineConfig};
 use http::{AppState, HttpConfig};
@@ -36,6 +40,7 @@ pub struct ServeConfig {
     pub host: String,
     pub port: u16,
     pub http: HttpConfig,
+    pub edge: EdgeConfig,
     pub prefill_chunk: usize,
     /// On SIGTERM/SIGINT: running requests may finish within this, then are cancelled.
     pub shutdown_grace: Duration,
@@ -45,6 +50,7 @@ pub struct ServeConfig {
 pub struct Server {
     state: AppState,
     grace: Duration,
+    edge: EdgeConfig,
 }
 
 impl Server {
@@ -56,7 +62,13 @@ impl Server {
         let metrics = Arc::new(metrics::Metrics::default());
         let engine = Engine::spawn(model.clone(), EngineConfig { max_batch: http.max_batch, prefill_chunk }, metrics);
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Server { state: AppState { engine, model, methods: Arc::new(methods), cfg: Arc::new(http), created }, grace }
+        Server { state: AppState { engine, model, methods: Arc::new(methods), cfg: Arc::new(http), created }, grace, edge: EdgeConfig::default() }
+    }
+
+    /// The connection limits ([`EdgeConfig::default`] unless set).
+    pub fn with_edge(mut self, edge: EdgeConfig) -> Server {
+        self.edge = edge;
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -75,14 +87,12 @@ impl Server {
         let grace = self.grace;
         let app = self.router();
         let e2 = engine.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                eprintln!("shutting down: refusing new requests, finishing running ones (at most {:.0}s)", grace.as_secs_f64());
-                e2.drain(grace);
-            })
-            .await
-            .context("HTTP server")?;
+        let signal = async move {
+            shutdown.await;
+            eprintln!("shutting down: refusing new requests, finishing running ones (at most {:.0}s)", grace.as_secs_f64());
+            e2.drain(grace);
+        };
+        edge::serve(listener, app, self.edge, engine.metrics.clone(), signal).await;
         engine.drain(grace);
         tokio::task::spawn_blocking(move || engine.join()).await?;
         Ok(())
@@ -118,7 +128,7 @@ pub fn serve(model: Model, methods: Methods, cfg: ServeConfig, on_listen: impl F
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port)).await.with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
         let addr = listener.local_addr()?;
-        let server = Server::new(model, methods, cfg.http, cfg.prefill_chunk, cfg.shutdown_grace);
+        let server = Server::new(model, methods, cfg.http, cfg.prefill_chunk, cfg.shutdown_grace).with_edge(cfg.edge);
         on_listen(addr);
         server.run(listener, shutdown_signal()).await
     })

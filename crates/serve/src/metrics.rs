@@ -64,6 +64,16 @@ pub struct Metrics {
     pub last_tokens_per_sec: AtomicU64,
     pub ttft: Histogram,
     pub latency: Histogram,
+    /// Requests ended by the server's time limit (`--request-timeout`); also counted as failed.
+    pub requests_timed_out: AtomicU64,
+    /// Connections taken, and those refused over `--max-connections`.
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_open: AtomicU64,
+    /// Connections closed for a request head slower than `--header-timeout`, or for sending
+    /// nothing for `--idle-timeout`.
+    pub connections_header_timeout: AtomicU64,
+    pub connections_idle_timeout: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -83,6 +93,12 @@ impl Default for Metrics {
             last_tokens_per_sec: AtomicU64::new(0f64.to_bits()),
             ttft: Histogram::new(LATENCY),
             latency: Histogram::new(LATENCY),
+            requests_timed_out: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_header_timeout: AtomicU64::new(0),
+            connections_idle_timeout: AtomicU64::new(0),
         }
     }
 }
@@ -118,6 +134,12 @@ impl Metrics {
         gauge(&mut o, "deepguard_active_requests", "Requests in the batch.", self.active_requests.load(Relaxed) as f64);
         gauge(&mut o, "deepguard_batch_rows", "Sequences decoded together (a request with n > 1 has n).", self.active_rows.load(Relaxed) as f64);
         gauge(&mut o, "deepguard_tokens_per_second", "Tokens generated per second in the last batched step.", f64::from_bits(self.last_tokens_per_sec.load(Relaxed)));
+        counter(&mut o, "deepguard_requests_timed_out_total", "Requests ended by the server's time limit (--request-timeout); also counted as failed.", self.requests_timed_out.load(Relaxed));
+        let _ = writeln!(o, "# HELP deepguard_connections_total Connections accepted, refused over the cap, and closed by a timeout.\n# TYPE deepguard_connections_total counter");
+        for (k, v) in [("accepted", &self.connections_accepted), ("refused", &self.connections_refused), ("header_timeout", &self.connections_header_timeout), ("idle_timeout", &self.connections_idle_timeout)] {
+            let _ = writeln!(o, "deepguard_connections_total{{event=\"{k}\"}} {}", v.load(Relaxed));
+        }
+        gauge(&mut o, "deepguard_connections_open", "Connections open now (at most --max-connections).", self.connections_open.load(Relaxed) as f64);
         self.ttft.render(&mut o, "deepguard_time_to_first_token_seconds", "From arrival to the first generated token.");
         self.latency.render(&mut o, "deepguard_request_duration_seconds", "From arrival to the last token.");
         o

@@ -119,7 +119,7 @@ fn check(plain: &Model, guarded: Arc<Model>, reqs: Vec<Req>, f: Arc<Fixtures>, c
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let (f2, kind, no_eos) = (f.clone(), r.kind, r.no_eos);
             let prepare = Box::new(move |_m: &Model, ids: &[u32]| Ok(Prepared { guidance: guidance(&f2, kind, no_eos, ids.len()), lora: lora(kind), report: serde_json::json!({}) }));
-            engine.submit(Job { prompt: r.prompt.clone(), params: r.params.clone(), prepare, events: tx, arrived: Instant::now() }).ok().unwrap();
+            engine.submit(Job { prompt: r.prompt.clone(), params: r.params.clone(), prepare, events: tx, arrived: Instant::now(), deadline: None }).ok().unwrap();
             rxs.push(rx);
             submitted += 1;
         }
