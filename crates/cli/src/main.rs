@@ -64,7 +64,8 @@ fn parse() -> anyhow::Result<Cli> {
     let cmd = Cli::command();
     // A required flag may come from the settings file (compare's --method): find --config with
     // no flag required, then parse strictly (apply_config parses the command line and the file).
-    let relaxed = cmd.clone().mut_subcommands(|s| s.mut_args(|a| a.required(false)));
+    let with_config = argv.iter().any(|a| a.to_string_lossy().split('=').next() == Some("--config"));
+    let relaxed = if with_config { cmd.clone().mut_subcommands(|s| s.mut_args(|a| a.required(false))) } else { cmd.clone() };
     let first = relaxed.get_matches_from(argv.clone());
     let has_config = first.subcommand().is_some_and(|(_, sm)| sm.try_get_one::<std::path::PathBuf>("config").ok().flatten().is_some());
     let matches = if has_config { args::apply_config(cmd.clone(), argv, first)? } else { cmd.clone().get_matches_from(argv) };
