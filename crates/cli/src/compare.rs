@@ -5,13 +5,13 @@
 use crate::args::JsonArgs;
 use crate::eval::{config, print_summary, RunArgs};
 use anyhow::{bail, Context, Result};
-use deepguard_eval::compare::{compare, markdown, svg};
+use deepguard_eval::compare::write_tables;
 use deepguard_eval::pipeline::{self, Stage};
 use deepguard_eval::report;
 use deepguard_eval::rerank::{By, Rerank};
+use deepguard_eval::shard::Command;
 use deepguard_methods::guided::Guided;
 use deepguard_methods::prior::BiasRule;
-use deepguard_runtime::files::write_atomic;
 use deepguard_runtime::generate::{Base, Method};
 use std::path::PathBuf;
 
@@ -31,6 +31,8 @@ pub struct Args {
     pub run: RunArgs,
     #[command(flatten)]
     pub json: JsonArgs,
+    #[command(flatten)]
+    pub config: crate::args::ConfigArgs,
 }
 
 /// Parses one `--method` spec.
@@ -75,12 +77,17 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut run = a.run.clone();
     run.eval.until = Stage::Judge;
-    let cfg = config(&run)?;
+    let mut cfg = config(&run)?;
+    let shard = run.shard.narrow(&mut cfg, Command::Compare { methods: methods.iter().map(|m| m.name()).collect(), resamples: a.resamples })?;
     let p = &cfg.params;
     eprintln!("compare {} methods on {} scenarios from {} (n={}, T={}, top-p={}, seed {})", methods.len(), cfg.scenarios.len(), cfg.data.display(), p.n, p.temperature, p.top_p, p.seed);
     for m in &methods {
         let t = pipeline::run(&cfg, m.as_ref(), &|| crate::load_model(&cfg.model))?;
         eprintln!("{}: generate {:.0}s, test {:.0}s, judge {:.0}s", m.name(), t.generate_secs, t.test_secs, t.judge_secs);
+    }
+    if let Some(m) = &shard {
+        crate::shard::finished(m, &run.eval.out);
+        return Ok(());
     }
     let judge = cfg.judge()?.name();
     let runs = methods.iter().map(|m| report::load_method(&cfg.method_dir(m.as_ref()), &cfg.scenarios, &judge)).collect::<Result<Vec<_>>>()?;
@@ -88,12 +95,7 @@ pub fn run(a: Args) -> Result<()> {
     for r in &runs {
         print_summary(r);
     }
-    let diffs: Vec<_> = runs[1..].iter().map(|r| compare(&runs[0], r, a.resamples, cfg.params.seed)).collect();
-    let md = markdown(&runs[0].method, &diffs, &judge);
-    write_atomic(&cfg.out.join("compare.md"), md.as_bytes())?;
-    write_atomic(&cfg.out.join("compare.svg"), svg(&diffs).as_bytes())?;
-    let json = serde_json::json!({"baseline": runs[0].method, "judge": judge, "sampling": cfg.params, "methods": diffs});
-    write_atomic(&cfg.out.join("compare.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    let (md, json) = write_tables(&cfg.out, &runs, a.resamples, &cfg.params, &judge)?;
     a.json.write(&json)?;
     if a.json.json {
         println!("{}", serde_json::to_string_pretty(&json)?);

@@ -5,6 +5,7 @@ use anyhow::Result;
 use deepguard_eval::pipeline::{self, EvalConfig, Stage};
 use deepguard_eval::report::MethodRun;
 use deepguard_eval::rerank::{By, Rerank};
+use deepguard_eval::shard::Command;
 use deepguard_runtime::generate::{Base, Method};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -72,6 +73,8 @@ pub struct RunArgs {
     pub eval: EvalArgs,
     #[command(flatten)]
     pub venv: VenvArgs,
+    #[command(flatten)]
+    pub shard: crate::shard::ShardArgs,
 }
 
 #[derive(clap::Args)]
@@ -86,7 +89,7 @@ pub struct Args {
 
 /// The pipeline's settings from the shared argument groups.
 pub fn config(r: &RunArgs) -> Result<EvalConfig> {
-    let RunArgs { bench, model, sampling, eval: e, venv } = r;
+    let RunArgs { bench, model, sampling, eval: e, venv, shard: _ } = r;
     let (data, scenarios, skipped) = bench.load()?;
     Ok(EvalConfig {
         data,
@@ -110,7 +113,8 @@ pub fn config(r: &RunArgs) -> Result<EvalConfig> {
 
 pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
-    let cfg = config(&a.run)?;
+    let mut cfg = config(&a.run)?;
+    let shard = a.run.shard.narrow(&mut cfg, Command::Eval)?;
     let method: Box<dyn Method> = if a.guided.is_base() { Box::new(Base) } else { Box::new(a.guided.method(false)?) };
     let method: Box<dyn Method> = match a.run.eval.rerank {
         Some(k) => Box::new(Rerank { inner: method, k: k as usize, by: a.run.eval.rerank_by }),
@@ -120,6 +124,10 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!("{} scenarios from {}, method {}, n={}, T={}, top-p={}", cfg.scenarios.len(), cfg.data.display(), method.name(), p.n, p.temperature, p.top_p);
     let times = pipeline::run(&cfg, method.as_ref(), &|| crate::load_model(&cfg.model))?;
     eprintln!("stages: generate {:.0}s, test {:.0}s, judge {:.0}s", times.generate_secs, times.test_secs, times.judge_secs);
+    if let Some(m) = &shard {
+        crate::shard::finished(m, &a.run.eval.out);
+        return Ok(());
+    }
     if cfg.until < Stage::Report {
         return Ok(());
     }

@@ -9,7 +9,9 @@ mod guided;
 mod inspect;
 mod probe;
 mod judge;
+mod merge;
 mod scan;
+mod shard;
 mod serve;
 mod steer;
 mod train;
@@ -45,6 +47,9 @@ enum Cmd {
     /// Compare methods on the same scenarios, seeds and decoding settings: paired differences
     /// against base with bootstrap intervals over scenarios (markdown, JSON, SVG).
     Compare(compare::Args),
+    /// Join the shard folders of a sharded eval or compare (--shard I/N, Slurm arrays,
+    /// Kubernetes Indexed Jobs) into one run, with the reports of an unsharded run.
+    Merge(merge::Args),
     /// The security judge on its own (calibrate: measure it on vulnerable/fixed pairs).
     #[command(subcommand)]
     Judge(judge::Cmd),
@@ -57,8 +62,13 @@ enum Cmd {
 fn parse() -> anyhow::Result<Cli> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cmd = Cli::command();
-    let matches = cmd.clone().get_matches_from(argv.clone());
-    let matches = args::apply_config(cmd.clone(), argv, matches)?;
+    // A required flag may come from the settings file (compare's --method): find --config with
+    // no flag required, then parse strictly (apply_config parses the command line and the file).
+    let with_config = argv.iter().any(|a| a.to_string_lossy().split('=').next() == Some("--config"));
+    let relaxed = if with_config { cmd.clone().mut_subcommands(|s| s.mut_args(|a| a.required(false))) } else { cmd.clone() };
+    let first = relaxed.get_matches_from(argv.clone());
+    let has_config = first.subcommand().is_some_and(|(_, sm)| sm.try_get_one::<std::path::PathBuf>("config").ok().flatten().is_some());
+    let matches = if has_config { args::apply_config(cmd.clone(), argv, first)? } else { cmd.clone().get_matches_from(argv) };
     if let Some((name, sm)) = matches.subcommand() {
         if sm.try_get_one::<bool>("print_config").ok().flatten() == Some(&true) {
             print!("{}", args::settings_toml(cmd.find_subcommand(name).expect("parsed"), sm));
@@ -83,6 +93,7 @@ fn main() {
         Cmd::Scan(a) => scan::run(a),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Compare(a) => compare::run(a),
+        Cmd::Merge(a) => merge::run(a),
         Cmd::Judge(c) => judge::run(c),
         Cmd::Serve(a) => serve::run(a),
     };

@@ -6,10 +6,13 @@
 
 use crate::metrics::{Rates, Table};
 use crate::report::MethodRun;
+use deepguard_runtime::files::write_atomic;
+use deepguard_runtime::generate::SamplingParams;
 use deepguard_runtime::rng::SplitMix;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::Path;
 
 /// A compared metric: its name, the verdict table it is read from, and the rate.
 pub type Metric = (&'static str, fn(&MethodRun) -> &Table, fn(&Rates) -> Option<f64>);
@@ -261,6 +264,19 @@ pub fn svg(all: &[MethodDiffs]) -> String {
         }
     }
     s + "</svg>"
+}
+
+/// Compares every run after the first with the first (the baseline) and writes `compare.md`,
+/// `compare.svg` and `compare.json` into `out`. Returns the markdown and the JSON.
+pub fn write_tables(out: &Path, runs: &[MethodRun], resamples: usize, sampling: &SamplingParams, judge: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let Some(base) = runs.first() else { anyhow::bail!("nothing to compare: no method") };
+    let diffs: Vec<MethodDiffs> = runs[1..].iter().map(|r| compare(base, r, resamples, sampling.seed)).collect();
+    let md = markdown(&base.method, &diffs, judge);
+    write_atomic(&out.join("compare.md"), md.as_bytes())?;
+    write_atomic(&out.join("compare.svg"), svg(&diffs).as_bytes())?;
+    let json = serde_json::json!({"baseline": base.method, "judge": judge, "sampling": sampling, "methods": diffs});
+    write_atomic(&out.join("compare.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    Ok((md, json))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! - [`pipeline`] runs the stages (generate, test, judge, report) for a method, resumably;
 //! - [`rerank`] keeps the most secure of k candidates per sample (a method past the papers);
 //! - [`compare`] pairs methods against a baseline with bootstrap intervals over scenarios;
-//! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl).
+//! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl);
+//! - [`shard`] splits a run over N processes (Slurm arrays, Kubernetes Indexed Jobs) and
+//!   [`merge`] joins their folders into one run.
 
 pub mod calibrate;
 pub mod compare;
@@ -18,10 +20,12 @@ pub mod cut;
 pub mod functional;
 pub mod gen;
 pub mod judge;
+pub mod merge;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod rerank;
 pub mod sandbox;
 pub mod scenario;
+pub mod shard;
 pub mod store;

@@ -266,16 +266,21 @@ pub fn judge_stage(cfg: &EvalConfig, mdir: &Path) -> Result<()> {
 
 /// 4. Reports over every method in the run folder (report.md / .json / .html).
 pub fn report_stage(cfg: &EvalConfig) -> Result<Vec<MethodRun>> {
-    let judge = cfg.judge()?;
-    let mut methods: Vec<PathBuf> = std::fs::read_dir(&cfg.out).with_context(|| format!("{}: cannot list", cfg.out.display()))?.flatten().map(|e| e.path()).filter(|p| p.join("config.json").exists()).collect();
+    report_folder(&cfg.out, &cfg.scenarios, &cfg.skipped, &cfg.judge()?.name())
+}
+
+/// The reports of run folder `out` over every method folder in it (sorted by name), by judge
+/// `judge`.
+pub fn report_folder(out: &Path, scenarios: &[Scenario], skipped: &[String], judge: &str) -> Result<Vec<MethodRun>> {
+    let mut methods: Vec<PathBuf> = std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?.flatten().map(|e| e.path()).filter(|p| p.join("config.json").exists()).collect();
     methods.sort();
-    let runs = methods.iter().map(|m| report::load_method(m, &cfg.scenarios, &judge.name())).collect::<Result<Vec<_>>>()?;
-    report::write_all(&cfg.out, &runs, &cfg.skipped)?;
+    let runs = methods.iter().map(|m| report::load_method(m, scenarios, judge)).collect::<Result<Vec<_>>>()?;
+    report::write_all(out, &runs, skipped)?;
     Ok(runs)
 }
 
 /// The run folder records its settings; reusing it with other settings would mix results.
-fn check_config(path: &Path, config: &serde_json::Value) -> Result<()> {
+pub fn check_config(path: &Path, config: &serde_json::Value) -> Result<()> {
     if path.exists() {
         let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?).with_context(|| format!("{}: not valid JSON", path.display()))?;
         if &old != config {

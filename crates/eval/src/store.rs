@@ -56,6 +56,11 @@ impl Jsonl {
 
     /// All records (none when the file does not exist yet).
     pub fn load<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
+        Ok(self.load_lines()?.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// All records with their lines as stored (to copy them verbatim, e.g. when merging shards).
+    pub fn load_lines<T: DeserializeOwned>(&self) -> Result<Vec<(T, String)>> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
@@ -68,7 +73,7 @@ impl Jsonl {
                 continue;
             }
             match serde_json::from_str(l) {
-                Ok(r) => out.push(r),
+                Ok(r) => out.push((r, l.to_string())),
                 // A line cut short by a killed run: only possible for a line not followed by a
                 // newline-terminated record. Skip it; the record is produced again.
                 Err(e) if e.is_eof() => continue,
