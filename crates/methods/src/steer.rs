@@ -489,13 +489,23 @@ pub fn best_cell(cells: &[SweepCell], max_cost: f64) -> Option<&SweepCell> {
     cells.iter().filter(|c| c.fluency_cost <= max_cost).max_by(|a, b| a.security_gain.total_cmp(&b.security_gain))
 }
 
-/// The hooks a steering spec (FILE.gguf, DIR:CWE or DIR:auto) applies to this prompt, and a line
-/// saying what was chosen.
-pub fn hooks_for(model: &Model, arg: &str, alpha: f64, prompt: &[u32]) -> Result<(Vec<AddVector>, String)> {
-    let (path, sel) = parse_steer_arg(arg)?;
-    let vectors: Vec<(PathBuf, SteerVector)> = load_selected(&path, &sel, model)?;
+/// The hooks steering `s` applies to this prompt, and a line saying what was chosen.
+pub fn hooks_for(model: &Model, s: &crate::spec::SteerSpec, prompt: &[u32]) -> Result<(Vec<AddVector>, String)> {
+    let (path, sel, alpha) = (&s.vectors, &s.select, s.alpha);
+    let vectors: Vec<(PathBuf, SteerVector)> = load_selected(path, sel, model)?;
     let from = prompt.len().saturating_sub(1);
-    if sel == Selector::Auto {
+    let n_layers = model.cfg().n_layers;
+    // The block the vector is added after: its own, or the spec's `layer=L`.
+    let hook = |v: &SteerVector| -> Result<(AddVector, usize)> {
+        let layer = s.layer.unwrap_or(v.layer);
+        if layer == 0 || layer >= n_layers {
+            bail!("steer {}: layer={layer} is not a block of this model (1..{})", s.arg(), n_layers - 1);
+        }
+        let mut h = v.hook(alpha, from)?;
+        h.layer = layer;
+        Ok((h, layer))
+    };
+    if *sel == Selector::Auto {
         let vs: Vec<SteerVector> = vectors.iter().map(|v| v.1.clone()).collect();
         let r = route(model, &vs, prompt, 0.5)?;
         let Some(i) = r.chosen.filter(|_| r.apply) else {
@@ -506,11 +516,21 @@ pub fn hooks_for(model: &Model, arg: &str, alpha: f64, prompt: &[u32]) -> Result
             return Ok((vec![], why));
         };
         let v = &vectors[i];
-        return Ok((vec![v.1.hook(alpha, from)?], format!("probe-then-steer: nearest CWE {}, p(secure) {:.2}: steering with {} (block {}, alpha {alpha})", r.cwe.map(|c| c.to_string()).unwrap_or("all".into()), r.p_secure, v.0.display(), v.1.layer)));
+        let (h, layer) = hook(&v.1)?;
+        return Ok((vec![h], format!("probe-then-steer: nearest CWE {}, p(secure) {:.2}: steering with {} (block {layer}, alpha {alpha})", r.cwe.map(|c| c.to_string()).unwrap_or("all".into()), r.p_secure, v.0.display())));
     }
     if vectors.len() != 1 {
         bail!("{}: holds {} vectors; name one with {}:CWE or use {}:auto", path.display(), vectors.len(), path.display(), path.display());
     }
     let v = &vectors[0];
-    Ok((vec![v.1.hook(alpha, from)?], format!("steering with {} ({}, block {}, alpha {alpha})", v.0.display(), v.1.cwe.map(|c| c.to_string()).unwrap_or("all".into()), v.1.layer)))
+    let (h, layer) = hook(&v.1)?;
+    Ok((vec![h], format!("steering with {} ({}, block {layer}, alpha {alpha})", v.0.display(), v.1.cwe.map(|c| c.to_string()).unwrap_or("all".into()))))
+}
+
+/// The CWE the routing probe of the vectors at `path` picks for a prompt (nearest centroid at
+/// the vectors' block, last prompt token), whatever the probe says about its security; None when
+/// no vector has a probe.
+pub fn route_cwe(model: &Model, path: &Path, prompt: &[u32]) -> Result<Option<Cwe>> {
+    let vs: Vec<SteerVector> = load_selected(path, &Selector::Auto, model)?.into_iter().map(|v| v.1).collect();
+    Ok(route(model, &vs, prompt, 0.5)?.cwe)
 }
