@@ -1,27 +1,68 @@
-//! The flag vocabulary shared by the subcommands: each flag is defined once here and means one
-//! thing everywhere (as in ripgrep's and llama.cpp's single flag tables).
+//! The flag vocabulary shared by the subcommands: each flag is defined once here (a group, or a
+//! help text that every command using the name shares) and means one thing everywhere (as in
+//! ripgrep's and llama.cpp's single flag tables); a test walks the command tree and fails on a
+//! name with two types or two help texts.
 //!
 //! - `-m/--model`: a short name, a .gguf file or a Hugging Face folder;
 //! - `--data DIR` + `-s/--scenario FILTER`: a benchmark root and a substring filter on scenario
-//!   ids (e.g. `base/cwe-089/0-py`);
+//!   ids (e.g. `base/cwe-089/0-py`) or a scenario folder's path;
+//! - `--pairs PATH...`: vulnerable/fixed pair files (probe, steer, train, scan, judge calibrate);
 //! - `-n`, `-t/--temperature`, `--top-p`, `--seed`, `--max-tokens`: sampling;
+//! - `--method SPEC` (or `--guard`, `--steer`, ...): the method (`deepguard_methods::spec`);
 //! - `--venv DIR`: the Python venv of the unit tests and judges;
+//! - `--out DIR`: the output folder;
 //! - `--json`: print JSON instead of text (a switch); `--json-out FILE`: also write it to a file.
+//!
+//! Old spellings stay for one release as hidden aliases; [`deprecations`] warns about them.
 
 use anyhow::{Context, Result};
 use deepguard_eval::scenario::{discover_all, Scenario};
 use deepguard_runtime::generate::SamplingParams;
 use deepguard_runtime::models::{home, shared_data, DEFAULT_MODEL};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// `--model`.
+pub const MODEL_HELP: &str = "Model: a short name (qwen2.5-coder-0.5b, smollm2-135m), a .gguf file or a Hugging Face folder (bench takes several).";
+/// `--pairs`.
+pub const PAIRS_HELP: &str = "Vulnerable/fixed pair files (jsonl: func_src_before, func_src_after, vul_type) or folders of them, e.g. ../shared/data/sven/train (repeatable).";
+/// `--val`.
+pub const VAL_HELP: &str = "Validation pair files or folders (repeatable), e.g. ../shared/data/sven/val.";
+/// `--window`.
+pub const WINDOW_HELP: &str = "Token budget per side around the changed span (0 = whole functions). probe and steer align the window by --align; train centres it on the change.";
+/// `--cache`.
+pub const CACHE_HELP: &str = "Cache folder for what the model computes on the pairs (probe, steer: activations; train: frozen-layer features); reused by later runs with the same model and data.";
+/// `--no-cache`.
+pub const NO_CACHE_HELP: &str = "Do not read or write the --cache folder.";
+/// `--max-pairs-per-cwe`.
+pub const MAX_PAIRS_HELP: &str = "Keep at most N pairs per CWE, the first in file order (train: of the training and of the validation pairs).";
+/// `--on-malformed`.
+pub const ON_MALFORMED_HELP: &str = "Malformed data lines: report and skip them, or stop.";
+/// `--json`.
+pub const JSON_HELP: &str = "Print the result as JSON on stdout instead of text.";
+/// `--json-out`.
+pub const JSON_OUT_HELP: &str = "Also write the JSON result to this file.";
+/// `--out`.
+pub const OUT_HELP: &str = "Output folder (the command's description says what it writes there).";
+/// `-n`.
+pub const N_HELP: &str = "Samples per prompt, decoded together as a batch [default: 1 for generate, 10 for eval, compare and bench].";
+/// `--pooling`.
+pub const POOLING_HELP: &str = "Representation of a window: its last token, the mean over it, or the mean over its changed tokens (probe: a comma list).";
+/// `--l2`.
+pub const L2_HELP: &str = "L2 strength of the logistic-regression probes (on standardised features; mean log-loss + l2/2 |w|^2).";
+/// `--guard`.
+pub const GUARD_HELP: &str = "A guard folder written by `deepguard train`. generate, eval, serve: decode with its adapters and its security bias on the logits (= --method guard:DIR; with --steer too: both); scan: score tokens with its analyzer.";
+/// `--judge`.
+pub const JUDGE_HELP: &str = "Judge backends: `auto` (bandit, semgrep, cppcheck, flawfinder, the ASan/UBSan run of the unit test for C scenarios of memory-safety CWEs, the security tests (`exploit`) where the benchmark has them, and codeql when a `codeql` CLI is on PATH) or a comma list of those names; a re-run with another judge reuses the generations and test results [judge calibrate: the static backends].";
+/// `--security-tests`.
+pub const SECURITY_TESTS_HELP: &str = "The benchmark's security tests (exploit judge): default `<data>/security_test`, else the project's tests for the dev benchmark (`benchmarks/dev/security_test`, pinned to its prompts).";
+/// `-s/--scenario`.
+pub const SCENARIO_HELP: &str = "Keep only scenarios whose id (e.g. base/cwe-089/0-py) contains one of these, or the scenario folder at this path (repeatable).";
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Model: a short name (qwen2.5-coder-0.5b, smollm2-135m), a .gguf file or a Hugging Face
-    /// folder.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    #[arg(long, short, default_value = DEFAULT_MODEL, help = MODEL_HELP)]
     pub model: String,
 }
-
 /// A benchmark in the CodeGuard+ layout and a selection of its scenarios.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -29,8 +70,7 @@ pub struct BenchArgs {
     /// of scenario folders [default: ../shared/data/eval].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Keep only scenarios whose id (e.g. base/cwe-089/0-py) contains one of these (repeatable).
-    #[arg(long = "scenario", short = 's', value_name = "FILTER")]
+    #[arg(long = "scenario", short = 's', value_name = "FILTER", help = SCENARIO_HELP)]
     pub scenarios: Vec<String>,
 }
 
@@ -42,10 +82,27 @@ impl BenchArgs {
     }
 
     /// The root, its scenarios, and the scenarios skipped (a language the harness cannot run),
-    /// each also printed as a warning.
+    /// each also printed as a warning. A filter that is a scenario folder's path selects that
+    /// scenario (by its id; without --data, in the benchmark the folder belongs to).
     pub fn load(&self) -> Result<(PathBuf, Vec<Scenario>, Vec<String>)> {
-        let root = self.root()?;
-        let (scenarios, skipped) = discover_all(&root, &self.scenarios)?;
+        let mut filters = Vec::new();
+        let mut data = self.data.clone();
+        for f in &self.scenarios {
+            match scenario_folder(Path::new(f))? {
+                Some((id, root)) => {
+                    if data.is_none() {
+                        data = root;
+                    }
+                    filters.push(id);
+                }
+                None => filters.push(f.clone()),
+            }
+        }
+        let root = BenchArgs { data, scenarios: vec![] }.root()?;
+        let (scenarios, skipped) = discover_all(&root, &filters).map_err(|e| match self.scenarios.iter().find(|f| Path::new(f).is_dir()) {
+            Some(dir) => anyhow::anyhow!("{e:#}; {dir} is a folder but not a scenario folder (one holding info.json); name scenarios by id, e.g. -s base/cwe-089/0-py"),
+            None => e,
+        })?;
         for s in &skipped {
             eprintln!("warning: skipped {s}");
         }
@@ -53,12 +110,27 @@ impl BenchArgs {
     }
 }
 
+/// A scenario folder's id (`<split>/<cwe>/<name>`, its last three path components) and the
+/// benchmark root it lies in (the folder holding `sec_eval/`), if `path` is a scenario folder.
+fn scenario_folder(path: &Path) -> Result<Option<(String, Option<PathBuf>)>> {
+    if !path.join("info.json").is_file() {
+        return Ok(None);
+    }
+    let abs = std::fs::canonicalize(path).with_context(|| format!("{}: cannot resolve", path.display()))?;
+    let parts: Vec<String> = abs.components().rev().take(3).map(|c| c.as_os_str().to_string_lossy().to_string()).collect();
+    if parts.len() < 3 {
+        anyhow::bail!("{}: a scenario folder lies at <split>/<cwe>/<name> under a benchmark's sec_eval/", path.display());
+    }
+    let id = format!("{}/{}/{}", parts[2], parts[1], parts[0]);
+    let root = abs.ancestors().nth(4).filter(|_| abs.ancestors().nth(3).and_then(|p| p.file_name()).is_some_and(|n| n == "sec_eval")).map(Path::to_path_buf);
+    Ok(Some((id, root)))
+}
+
 /// Sampling settings. Defaults differ per command (generate: one greedy sample; eval and
 /// compare: n = 10 at T = 0.2, the benchmark's protocol), so the values are optional here.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SamplingArgs {
-    /// Samples per prompt, decoded together as a batch [default: 1 for generate, 10 for eval].
-    #[arg(long, short)]
+    #[arg(long, short, help = N_HELP)]
     pub n: Option<usize>,
     /// Sampling temperature; 0 is greedy [default: 0 for generate, 0.2 for eval].
     #[arg(long, short)]
@@ -98,11 +170,9 @@ impl VenvArgs {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct JsonArgs {
-    /// Print the result as JSON on stdout instead of text.
-    #[arg(long)]
+    #[arg(long, help = JSON_HELP)]
     pub json: bool,
-    /// Also write the JSON result to this file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help = JSON_OUT_HELP)]
     pub json_out: Option<PathBuf>,
 }
 
@@ -147,8 +217,12 @@ pub fn apply_config(cmd: clap::Command, argv: Vec<std::ffi::OsString>, matches: 
     let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a valid TOML settings file: {}", file.display(), e.message()))?;
     let mut extra: Vec<std::ffi::OsString> = vec![];
     for (key, value) in &table {
-        let arg = sub.get_arguments().find(|a| a.get_long() == Some(key.as_str()) && !NOT_SETTINGS.contains(&a.get_id().as_str()));
+        let named = |a: &clap::Arg| a.get_long() == Some(key.as_str()) || a.get_all_aliases().is_some_and(|al| al.contains(&key.as_str()));
+        let arg = sub.get_arguments().find(|a| named(a) && !NOT_SETTINGS.contains(&a.get_id().as_str()));
         let Some(arg) = arg else { anyhow::bail!("{}: unknown key `{key}`: not a setting of `deepguard {name}` (see --print-config)", file.display()) };
+        if arg.get_long() != Some(key.as_str()) {
+            eprintln!("warning: {}: key `{key}` is deprecated: write `{}` (the old spelling goes away in the next release)", file.display(), arg.get_long().unwrap_or_default());
+        }
         if sm.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
             continue;
         }
@@ -175,6 +249,28 @@ pub fn apply_config(cmd: clap::Command, argv: Vec<std::ffi::OsString>, matches: 
     }
     let argv: Vec<std::ffi::OsString> = argv.into_iter().chain(extra).collect();
     cmd.try_get_matches_from(argv).map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_start_matches("error: ").trim()))
+}
+
+/// Warnings for the old spellings on a command line: each is a hidden alias of the flag that
+/// replaced it, kept for one release.
+pub fn deprecations(cmd: &clap::Command, argv: &[std::ffi::OsString]) -> Vec<String> {
+    let mut cmd = cmd;
+    let mut path = vec![cmd.get_name().to_string()];
+    let mut out = Vec::new();
+    for a in argv.iter().skip(1) {
+        let a = a.to_string_lossy();
+        if let Some(name) = a.strip_prefix("--") {
+            let name = name.split('=').next().unwrap_or_default();
+            let arg = cmd.get_arguments().find(|x| x.get_long() != Some(name) && x.get_all_aliases().is_some_and(|al| al.contains(&name)));
+            if let Some(new) = arg.and_then(|x| x.get_long()) {
+                out.push(format!("warning: `{} --{name}` is deprecated: use `--{new}` (the old spelling goes away in the next release)", path.join(" ")));
+            }
+        } else if let Some(sub) = cmd.find_subcommand(a.as_ref()) {
+            cmd = sub;
+            path.push(sub.get_name().to_string());
+        }
+    }
+    out
 }
 
 fn scalar(v: &toml::Value) -> Result<String> {
@@ -215,5 +311,32 @@ fn typed(v: &str) -> String {
     match toml::from_str::<toml::Table>(&format!("x = {v}")).ok().and_then(|t| t.get("x").cloned()) {
         Some(toml::Value::Integer(_) | toml::Value::Float(_)) => v.to_string(),
         _ => toml::Value::String(v.to_string()).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench() -> PathBuf {
+        std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eval")).expect("../shared/data/eval")
+    }
+
+    #[test]
+    fn a_scenario_folder_path_selects_that_scenario() {
+        let dir = bench().join("sec_eval/base/cwe-089/0-py");
+        let (root, found, _) = BenchArgs { data: None, scenarios: vec![dir.display().to_string()] }.load().unwrap();
+        assert_eq!(root, bench(), "the benchmark the folder lies in");
+        assert_eq!(found.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["base/cwe-089/0-py"]);
+        // An id filter still works as before.
+        let (_, found, _) = BenchArgs { data: Some(bench()), scenarios: vec!["base/cwe-089/0-py".into()] }.load().unwrap();
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn a_folder_that_is_not_a_scenario_says_how_to_name_one() {
+        let dir = bench().join("sec_eval/base");
+        let e = format!("{:#}", BenchArgs { data: Some(bench()), scenarios: vec![dir.display().to_string()] }.load().unwrap_err());
+        assert!(e.contains("not a scenario folder") && e.contains("-s base/cwe-089/0-py"), "{e}");
     }
 }

@@ -6,8 +6,7 @@ use serde::Serialize;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Models to measure (repeatable).
-    #[arg(long, short, default_values_t = [DEFAULT_MODEL.to_string()])]
+    #[arg(long, short, default_values_t = [DEFAULT_MODEL.to_string()], help = crate::args::MODEL_HELP)]
     pub model: Vec<String>,
     /// Prompt length for the prefill measurement, in tokens.
     #[arg(long, default_value_t = 512)]
@@ -15,8 +14,7 @@ pub struct Args {
     /// Tokens decoded per measurement.
     #[arg(long, default_value_t = 128)]
     pub gen_tokens: usize,
-    /// Batch size for the batched measurement.
-    #[arg(long, short, default_value_t = 10)]
+    #[arg(long, short, default_value_t = 10, help = crate::args::N_HELP)]
     pub n: usize,
     /// Single-stream vs batched decode: this many back-to-back pairs (ABBA order); each run
     /// counts as tokens per step / its median step time, and the speed-up is the median over the

@@ -4,26 +4,18 @@
 
 use crate::args::JsonArgs;
 use crate::eval::{config, print_summary, RunArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use deepguard_eval::compare::write_tables;
 use deepguard_eval::pipeline::{self, Stage};
 use deepguard_eval::report;
-use deepguard_eval::rerank::{By, Rerank};
+use deepguard_eval::rerank::{method_of, Candidates};
 use deepguard_eval::shard::Command;
-use deepguard_methods::guided::Guided;
-use deepguard_methods::prior::BiasRule;
-use deepguard_runtime::generate::{Base, Method};
-use std::path::PathBuf;
+use deepguard_methods::spec::MethodSpec;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A method to compare (repeatable; the first is the baseline): `base`,
-    /// `steer:DIR:CWE|auto[@ALPHA]` or `steer:FILE.gguf[@ALPHA]` (steering, default alpha 2),
-    /// `guard:DIR[@STRENGTH]` (DeepGuard, default strength 1), `rerank:K[:static|analyzer|both]`
-    /// (keep the most secure of K candidates by the static judge, the guard's analyzer, or
-    /// both), or several joined by `+` (`guard:DIR+steer:DIR:auto@2`, `guard:DIR+rerank:4:both`).
-    #[arg(long = "method", required = true, value_name = "SPEC")]
-    pub methods: Vec<String>,
+    #[arg(long = "method", required = true, value_name = "SPEC", help = deepguard_methods::spec::HELP)]
+    pub methods: Vec<MethodSpec>,
     /// Bootstrap resamples for the intervals.
     #[arg(long, default_value_t = 10_000)]
     pub resamples: usize,
@@ -35,50 +27,16 @@ pub struct Args {
     pub config: crate::args::ConfigArgs,
 }
 
-/// Parses one `--method` spec.
-pub fn parse_method(spec: &str) -> Result<Box<dyn Method>> {
-    if spec == "base" {
-        return Ok(Box::new(Base));
-    }
-    let (mut steer, mut guard, mut rerank) = (None, None, None);
-    for part in spec.split('+') {
-        if let Some(rest) = part.strip_prefix("rerank:") {
-            let (k, by) = rest.split_once(':').unwrap_or((rest, "static"));
-            let k: usize = k.parse().ok().filter(|&k| k >= 2).with_context(|| format!("--method {spec}: rerank:{rest}: expected a number of candidates >= 2"))?;
-            rerank = Some((k, By::parse(by).with_context(|| format!("--method {spec}"))?));
-            continue;
-        }
-        let (body, strength) = match part.rsplit_once('@') {
-            Some((b, s)) => (b, Some(s.parse::<f64>().with_context(|| format!("--method {spec}: {s:?} is not a number"))?)),
-            None => (part, None),
-        };
-        if let Some(rest) = body.strip_prefix("steer:") {
-            steer = Some((rest.to_string(), strength.unwrap_or(deepguard_methods::steer::DEFAULT_ALPHA)));
-        } else if let Some(rest) = body.strip_prefix("guard:") {
-            guard = Some((PathBuf::from(rest), BiasRule::Paper, strength.unwrap_or(1.0) as f32));
-        } else {
-            bail!("--method {spec}: {part:?} is not base, steer:..., guard:... or rerank:K");
-        }
-    }
-    let method: Box<dyn Method> = if steer.is_none() && guard.is_none() { Box::new(Base) } else { Box::new(Guided::new(steer, guard, false)) };
-    Ok(match rerank {
-        Some((k, by)) => Box::new(Rerank { inner: method, k, by }),
-        None => method,
-    })
-}
-
 pub fn run(a: Args) -> Result<()> {
-    let methods: Vec<Box<dyn Method>> = a.methods.iter().map(|m| parse_method(m)).collect::<Result<_>>()?;
+    let methods: Vec<Box<dyn Candidates>> = a.methods.iter().map(|m| method_of(m, false)).collect();
     let mut names: Vec<String> = methods.iter().map(|m| m.name()).collect();
     names.sort();
     names.dedup();
     if names.len() != methods.len() {
         bail!("two --method specs give the same method name ({names:?}); each method needs its own folder");
     }
-    let mut run = a.run.clone();
-    run.eval.until = Stage::Judge;
-    let mut cfg = config(&run)?;
-    let shard = run.shard.narrow(&mut cfg, Command::Compare { methods: methods.iter().map(|m| m.name()).collect(), resamples: a.resamples })?;
+    let mut cfg = config(&a.run, Stage::Judge)?;
+    let shard = a.run.shard.narrow(&mut cfg, Command::Compare { methods: methods.iter().map(|m| m.name()).collect(), resamples: a.resamples })?;
     let p = &cfg.params;
     eprintln!("compare {} methods on {} scenarios from {} (n={}, T={}, top-p={}, seed {})", methods.len(), cfg.scenarios.len(), cfg.data.display(), p.n, p.temperature, p.top_p, p.seed);
     for m in &methods {
@@ -86,7 +44,7 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("{}: generate {:.0}s, test {:.0}s, judge {:.0}s", m.name(), t.generate_secs, t.test_secs, t.judge_secs);
     }
     if let Some(m) = &shard {
-        crate::shard::finished(m, &run.eval.out);
+        crate::shard::finished(m, &a.run.eval.out);
         return Ok(());
     }
     let judge = cfg.judge()?.name();

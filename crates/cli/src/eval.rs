@@ -4,21 +4,16 @@ use crate::args::{BenchArgs, ModelArgs, SamplingArgs, VenvArgs};
 use anyhow::Result;
 use deepguard_eval::pipeline::{self, EvalConfig, Stage};
 use deepguard_eval::report::MethodRun;
-use deepguard_eval::rerank::{By, Rerank};
+use deepguard_eval::rerank::method_of;
 use deepguard_eval::shard::Command;
-use deepguard_runtime::generate::{Base, Method};
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// The evaluation settings shared by `eval` and `compare`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalArgs {
-    /// Run folder: one subfolder per method (samples, tests, verdicts as jsonl) + the reports.
-    #[arg(long, short, default_value = "runs/eval")]
+    #[arg(long, short, default_value = "runs/eval", help = crate::args::OUT_HELP)]
     pub out: PathBuf,
-    /// Stop after this stage.
-    #[arg(long, value_enum, default_value = "report")]
-    pub until: Stage,
     /// Skip generation: test, judge and report what is already generated (e.g. while another
     /// process is still generating into the same folder).
     #[arg(long)]
@@ -27,34 +22,19 @@ pub struct EvalArgs {
     /// the same, it only saves time).
     #[arg(long)]
     pub no_early_stop: bool,
-    /// Judge backends: `auto` (bandit, semgrep, cppcheck, flawfinder, the ASan/UBSan run of the
-    /// unit test for C scenarios of memory-safety CWEs, the security tests (`exploit`) where the
-    /// benchmark has them, and codeql when a `codeql` CLI is on PATH) or a comma list of those
-    /// names; a re-run with another judge reuses the generations and test results.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", help = crate::args::JUDGE_HELP)]
     pub judge: String,
     /// Leave out the ASan/UBSan run of the unit tests (on by default for C scenarios of CWE
     /// 119/125/190/416/476/787).
     #[arg(long)]
     pub no_asan: bool,
-    /// The benchmark's security tests (exploit judge): default `<data>/security_test`, else the
-    /// project's tests for the dev benchmark (`benchmarks/dev/security_test`, pinned to its
-    /// prompts).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help = crate::args::SECURITY_TESTS_HELP)]
     pub security_tests: Option<PathBuf>,
     /// The CodeQL query repository (a github/codeql checkout holding python/ql/src and
-    /// cpp/ql/src); default: $DEEPGUARD_CODEQL_REPO, else `codeql-repo` next to the `codeql`
-    /// CLI, else the CLI's bundled query packs.
-    #[arg(long, value_name = "DIR")]
+    /// cpp/ql/src); default: `codeql-repo` next to the `codeql` CLI, else the CLI's bundled
+    /// query packs.
+    #[arg(long, value_name = "DIR", env = "DEEPGUARD_CODEQL_REPO")]
     pub codeql_repo: Option<PathBuf>,
-    /// Rerank: sample K candidates per sample with the method and keep the one scored most secure
-    /// (see --rerank-by).
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(2..))]
-    pub rerank: Option<u64>,
-    /// What scores the rerank's candidates: the static judge, the guard's analyzer (needs
-    /// --guard), or both (findings first, then the analyzer).
-    #[arg(long, value_enum, default_value = "static", requires = "rerank")]
-    pub rerank_by: By,
     /// Parallel unit-test runs [default: the number of cores].
     #[arg(long, short)]
     pub jobs: Option<usize>,
@@ -81,14 +61,19 @@ pub struct RunArgs {
 pub struct Args {
     #[command(flatten)]
     pub run: RunArgs,
+    /// Stop after this stage.
+    #[arg(long, value_enum, default_value = "report")]
+    pub until: Stage,
     #[command(flatten)]
     pub guided: crate::guided::GuidanceArgs,
+    #[command(flatten)]
+    pub rerank: crate::guided::RerankArgs,
     #[command(flatten)]
     pub config: crate::args::ConfigArgs,
 }
 
-/// The pipeline's settings from the shared argument groups.
-pub fn config(r: &RunArgs) -> Result<EvalConfig> {
+/// The pipeline's settings from the shared argument groups, running up to stage `until`.
+pub fn config(r: &RunArgs, until: Stage) -> Result<EvalConfig> {
     let RunArgs { bench, model, sampling, eval: e, venv, shard: _ } = r;
     let (data, scenarios, skipped) = bench.load()?;
     Ok(EvalConfig {
@@ -99,7 +84,7 @@ pub fn config(r: &RunArgs) -> Result<EvalConfig> {
         model: model.model.clone(),
         params: sampling.params(10, 0.2, vec![]),
         stop_at_function_end: !e.no_early_stop,
-        until: e.until,
+        until,
         generate: !e.no_generate,
         jobs: e.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         venv_bin: venv.bin()?,
@@ -113,13 +98,13 @@ pub fn config(r: &RunArgs) -> Result<EvalConfig> {
 
 pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
-    let mut cfg = config(&a.run)?;
+    let mut cfg = config(&a.run, a.until)?;
     let shard = a.run.shard.narrow(&mut cfg, Command::Eval)?;
-    let method: Box<dyn Method> = if a.guided.is_base() { Box::new(Base) } else { Box::new(a.guided.method(false)?) };
-    let method: Box<dyn Method> = match a.run.eval.rerank {
-        Some(k) => Box::new(Rerank { inner: method, k: k as usize, by: a.run.eval.rerank_by }),
-        None => method,
-    };
+    let mut spec = a.guided.spec()?;
+    if let Some(r) = a.rerank.spec() {
+        spec.rerank = Some(r);
+    }
+    let method = method_of(&spec, false);
     let p = &cfg.params;
     eprintln!("{} scenarios from {}, method {}, n={}, T={}, top-p={}", cfg.scenarios.len(), cfg.data.display(), method.name(), p.n, p.temperature, p.top_p);
     let times = pipeline::run(&cfg, method.as_ref(), &|| crate::load_model(&cfg.model))?;

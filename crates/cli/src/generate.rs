@@ -1,9 +1,10 @@
 use anyhow::{bail, Context, Result};
-use crate::guided::GuidanceArgs;
 use crate::args::{BenchArgs, JsonArgs, ModelArgs, SamplingArgs};
+use crate::guided::GuidanceArgs;
+use deepguard_methods::guided::Guided;
 use deepguard_eval::scenario::Scenario;
 use deepguard_runtime::chat::{self, Message};
-use deepguard_runtime::generate::{generate, Guidance, Method, SamplingParams};
+use deepguard_runtime::generate::{generate, Guidance, Method, Prompt, SamplingParams};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -37,8 +38,8 @@ pub struct Args {
     pub json: JsonArgs,
     #[command(flatten)]
     pub guided: GuidanceArgs,
-    /// With --steer and/or --guard: also generate with the plain model (same prompt and
-    /// settings) first, and report both texts and the decode-speed ratio.
+    /// With a method: also generate with the plain model (same prompt and settings) first, and
+    /// report both texts and the decode-speed ratio.
     #[arg(long)]
     pub compare: bool,
 }
@@ -71,10 +72,33 @@ pub fn prompt_text(a: &Args) -> Result<String> {
     bail!("give a prompt: --prompt TEXT, --prompt-file FILE or -s/--scenario ID")
 }
 
+/// The method the options describe (generate applies guards, steering and prompt variants; a
+/// rerank needs the evaluation's judge).
+fn method(a: &Args) -> Result<Guided> {
+    let spec = a.guided.spec()?;
+    if spec.rerank.is_some() {
+        bail!("method `{spec}`: a rerank needs the evaluation's judge; use it with `deepguard eval` or `compare`");
+    }
+    Ok(Guided::new(spec, true))
+}
+
+/// The prompt's tokens: code as it is, chat rendered with the model's template.
+fn tokens(model: &deepguard_runtime::Model, prompt: &Prompt) -> Result<Vec<u32>> {
+    let tok = &model.tokenizer;
+    let text = match prompt {
+        Prompt::Code { text, .. } => text.clone(),
+        Prompt::Chat(msgs) => {
+            let tokname = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
+            chat::render(tok.chat_template.as_deref(), msgs, &tokname(tok.bos_id), &tokname(tok.eos_id))?
+        }
+    };
+    tok.encode(&text)
+}
+
 /// A scenario's completion, cut at the end of the function as `eval` cuts it.
 fn run_scenario(a: &Args, sc: &Scenario) -> Result<()> {
     let mut model = crate::load_model(&a.model.model)?;
-    let method = a.guided.method(true)?;
+    let method = method(a)?;
     method.prepare(&mut model)?;
     let params = a.sampling.params(1, 0.0, a.stop.clone());
     let t = std::time::Instant::now();
@@ -102,33 +126,36 @@ pub fn run(a: Args) -> Result<()> {
         return run_scenario(&a, &sc);
     }
     let text = prompt_text(&a)?;
-    if a.compare && a.guided.steer.is_none() && a.guided.guard.is_none() {
-        bail!("--compare needs --steer and/or --guard (it compares them with the plain model)");
+    let method = method(&a)?;
+    if a.compare && method.spec.is_base() {
+        bail!("--compare needs a method (--method, --steer or --guard): it compares it with the plain model");
     }
     let mut model = crate::load_model(&a.model.model)?;
-    let tok = &model.tokenizer;
     let prompt = if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
             msgs.push(Message::new("system", s));
         }
         msgs.push(Message::new("user", &text));
-        let tokname = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i)).unwrap_or_default();
-        chat::render(tok.chat_template.as_deref(), &msgs, &tokname(tok.bos_id), &tokname(tok.eos_id))?
+        Prompt::Chat(msgs)
     } else {
-        text.clone()
+        Prompt::Code { comment: deepguard_methods::guided::guess_comment(&text).into(), text: text.clone() }
     };
-    let ids = tok.encode(&prompt)?;
     let params = a.sampling.params(1, 0.0, a.stop.clone());
     // The plain model's generation comes first when comparing: the guard's adapters change
     // the model itself.
-    let plain = if a.compare { Some(generate(&model, &ids, &params, &mut Guidance::default(), &mut |_, _| {})?) } else { None };
-    let method = a.guided.method(true)?;
+    let plain = if a.compare { Some(generate(&model, &tokens(&model, &prompt)?, &params, &mut Guidance::default(), &mut |_, _| {})?) } else { None };
     method.prepare(&mut model)?;
+    let prompt = method.prompt(&model, prompt)?;
+    let ids = tokens(&model, &prompt)?;
     let mut guidance = method.guidance(&model, &ids)?;
     if let Some(base) = plain {
         return compare(&model, &ids, &params, base, &mut guidance, a.json.json);
     }
+    let text = match &prompt {
+        Prompt::Code { text, .. } => text.clone(),
+        Prompt::Chat(_) => text,
+    };
     let stream = !a.json.json;
     let mut out = std::io::stdout().lock();
     if stream && !a.chat {

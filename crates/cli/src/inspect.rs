@@ -1,18 +1,25 @@
 use anyhow::Result;
-use deepguard_runtime::models::DEFAULT_MODEL;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: short name, .gguf file or HF folder.
-    #[arg(default_value = DEFAULT_MODEL)]
-    pub model: String,
-    /// Print JSON.
-    #[arg(long)]
+    #[command(flatten)]
+    pub model: crate::args::ModelArgs,
+    /// The model as a positional argument (deprecated: use -m/--model).
+    #[arg(value_name = "MODEL", hide = true, conflicts_with = "model")]
+    pub positional: Option<String>,
+    #[arg(long, help = crate::args::JSON_HELP)]
     pub json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = crate::load_model(&a.model)?;
+    let model = match &a.positional {
+        Some(m) => {
+            eprintln!("warning: `deepguard inspect MODEL` is deprecated: use `deepguard inspect -m MODEL` (the old form goes away in the next release)");
+            m.clone()
+        }
+        None => a.model.model.clone(),
+    };
+    let m = crate::load_model(&model)?;
     let c = m.cfg();
     let t = &m.tokenizer;
     let name = |id: Option<u32>| id.and_then(|i| t.id_to_token(i));

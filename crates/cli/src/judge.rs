@@ -11,44 +11,39 @@ use std::time::Duration;
 
 #[derive(clap::Subcommand)]
 pub enum Cmd {
-    /// Measure the judge on SVEN val pairs (vulnerable vs fixed version), per CWE; with
-    /// --exploit, run every scenario's security test on its secure and vulnerable references.
+    /// Measure the judge on vulnerable/fixed pairs (--pairs, default SVEN val), per CWE; with
+    /// --exploit, run every scenario's security test of the benchmark (--data) on its secure and
+    /// vulnerable references.
     Calibrate(CalArgs),
 }
 
 #[derive(clap::Args)]
 pub struct CalArgs {
-    /// Pair files (`<cwe>.jsonl`; default ../shared/data/sven/val), or with --exploit the
-    /// benchmark root (default ../shared/data/eval).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Judge backends (comma list) for the SVEN pairs.
-    #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder")]
+    #[arg(long, value_name = "DIR", help = crate::args::PAIRS_HELP)]
+    pub pairs: Option<PathBuf>,
+    /// With --exploit: the benchmark (--data) and its scenarios (-s).
+    #[command(flatten)]
+    pub bench: crate::args::BenchArgs,
+    #[arg(long, default_value = "bandit,semgrep,cppcheck,flawfinder", help = crate::args::JUDGE_HELP)]
     pub judge: String,
     /// Prove the benchmark's security tests on their references instead; prints the table per
     /// scenario and `separated: K/N scenarios`, and exits non-zero unless all are separated.
     #[arg(long)]
     pub exploit: bool,
-    /// With --exploit: the security test folder (default: <data>/security_test, else the
-    /// project's tests for the dev benchmark).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", help = crate::args::SECURITY_TESTS_HELP)]
     pub security_tests: Option<PathBuf>,
-    /// With --exploit: keep only scenarios whose id contains one of these (repeatable).
-    #[arg(long = "scenario", short = 's')]
-    pub scenarios: Vec<String>,
     #[command(flatten)]
     pub venv: crate::args::VenvArgs,
-    /// Also write the table (markdown) and JSON next to it.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    /// Also write the table (markdown) to this file, and its JSON next to it.
+    #[arg(long, alias = "out", value_name = "FILE.md")]
+    pub report: Option<PathBuf>,
 }
 
 pub fn run(c: Cmd) -> Result<()> {
     let Cmd::Calibrate(a) = c;
     let venv_bin = a.venv.bin()?;
     if a.exploit {
-        let bench = crate::args::BenchArgs { data: a.data.clone(), scenarios: a.scenarios.clone() };
-        let (data, scenarios, _) = bench.load()?;
+        let (data, scenarios, _) = a.bench.load()?;
         deepguard_eval::sandbox::check_available()?;
         let x = Exploit::locate(&venv_bin, &data, a.security_tests.as_deref())?.with_context(|| format!("{}: no security_test folder (see --security-tests)", data.display()))?;
         let runner = Runner { venv_bin: venv_bin.clone(), root: data.clone(), slack: Duration::ZERO };
@@ -56,18 +51,23 @@ pub fn run(c: Cmd) -> Result<()> {
         let md = exploit_markdown(&rows);
         let all = rows.iter().all(|r| r.separated);
         print!("{md}");
-        write_out(&a.out, &md, &serde_json::to_string_pretty(&rows)?)?;
+        write_out(&a.report, &md, &serde_json::to_string_pretty(&rows)?)?;
         if !all {
             anyhow::bail!("{} of {} scenarios not separated by their security tests", rows.iter().filter(|r| !r.separated).count(), rows.len());
         }
         return Ok(());
     }
     let judge = Judge::default_for(&venv_bin, &deepguard_eval::judge::tools::semgrep_rules()?, None).select(&a.judge)?;
-    let data = a.data.clone().unwrap_or_else(|| deepguard_runtime::models::shared_data("sven/val"));
+    // `--data` named the pairs here before `--pairs` existed.
+    let old = a.bench.data.clone().filter(|_| a.pairs.is_none());
+    if old.is_some() {
+        eprintln!("warning: `deepguard judge calibrate --data PAIRS` is deprecated: use `--pairs` (--data is the benchmark of --exploit)");
+    }
+    let data = a.pairs.clone().or(old).unwrap_or_else(|| deepguard_runtime::models::shared_data("sven/val"));
     let rows = calibrate(&judge, &data)?;
     let md = markdown(&judge.name(), &rows);
     print!("{md}");
-    write_out(&a.out, &md, &serde_json::to_string_pretty(&rows)?)
+    write_out(&a.report, &md, &serde_json::to_string_pretty(&rows)?)
 }
 
 fn write_out(out: &Option<PathBuf>, md: &str, json: &str) -> Result<()> {

@@ -1,21 +1,18 @@
 use anyhow::{bail, Context, Result};
 use deepguard_methods::data::{self, Align, OnMalformed, Pair, WindowSpec};
 use deepguard_methods::probe::{self, Activations, Pooling, ProbeReport, ProbeSettings};
-use deepguard_runtime::models::DEFAULT_MODEL;
+use crate::args::{ModelArgs, CACHE_HELP, MAX_PAIRS_HELP, ON_MALFORMED_HELP, L2_HELP, NO_CACHE_HELP, OUT_HELP, PAIRS_HELP, POOLING_HELP, WINDOW_HELP};
 use deepguard_runtime::Model;
 use std::path::{Path, PathBuf};
 
 /// Data, window and cache options shared by `probe` and `steer`.
 #[derive(clap::Args, Clone)]
 pub struct DataArgs {
-    /// Model: a short name, a .gguf file or an HF folder.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
-    pub model: String,
-    /// Pair files or folders of *.jsonl (repeatable), e.g. ../shared/data/sven/train.
-    #[arg(long = "data", required = true)]
-    pub data: Vec<PathBuf>,
-    /// Token budget per side around the changed span (0 = whole functions).
-    #[arg(long, default_value_t = 128)]
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, alias = "data", required = true, help = PAIRS_HELP)]
+    pub pairs: Vec<PathBuf>,
+    #[arg(long, default_value_t = 128, help = WINDOW_HELP)]
     pub window: usize,
     /// `end`: the window ends with the last changed token; `center`: centred on the change.
     #[arg(long, value_enum, default_value = "end")]
@@ -23,17 +20,13 @@ pub struct DataArgs {
     /// Cut both sides of a pair to the same token count (removes length as a cue).
     #[arg(long)]
     pub equal_length: bool,
-    /// Keep at most N pairs per CWE (the first in file order).
-    #[arg(long)]
+    #[arg(long, help = MAX_PAIRS_HELP)]
     pub max_pairs_per_cwe: Option<usize>,
-    /// Malformed data lines: report and skip them, or stop.
-    #[arg(long, value_enum, default_value = "skip")]
+    #[arg(long, value_enum, default_value = "skip", help = ON_MALFORMED_HELP)]
     pub on_malformed: OnMalformed,
-    /// Activation cache folder.
-    #[arg(long, default_value = ".cache/activations")]
+    #[arg(long, default_value = ".cache/activations", help = CACHE_HELP)]
     pub cache: PathBuf,
-    /// Do not read or write the activation cache.
-    #[arg(long)]
+    #[arg(long, help = NO_CACHE_HELP)]
     pub no_cache: bool,
 }
 
@@ -44,7 +37,7 @@ impl DataArgs {
 
     /// Loads the pairs (reporting skipped lines on stderr).
     pub fn pairs(&self) -> Result<(Vec<Pair>, usize)> {
-        let loaded = data::load(&self.data, self.on_malformed)?;
+        let loaded = data::load(&self.pairs, self.on_malformed)?;
         for s in &loaded.skipped {
             eprintln!("skipped {s}");
         }
@@ -53,7 +46,7 @@ impl DataArgs {
             None => loaded.pairs,
         };
         if pairs.is_empty() {
-            bail!("no pairs in {}", self.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+            bail!("no pairs in {}", self.pairs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
         }
         Ok((pairs, loaded.skipped.len()))
     }
@@ -71,17 +64,15 @@ impl DataArgs {
 pub struct Args {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Poolings to probe (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "last,mean,changed")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "last,mean,changed", help = POOLING_HELP)]
     pub pooling: Vec<Pooling>,
     /// Cross-validation folds (both sides of a pair always in the same fold).
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
     /// Random seed of the fold assignment.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// L2 strength (on standardised features; mean log-loss + l2/2 |w|^2).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, alias = "seed", default_value_t = 42)]
+    pub fold_seed: u64,
+    #[arg(long, default_value_t = 0.1, help = L2_HELP)]
     pub l2: f64,
     /// Per-CWE probes need at least this many pairs.
     #[arg(long, default_value_t = 8)]
@@ -89,8 +80,7 @@ pub struct Args {
     /// Only the length baselines (tokenisation, no model pass), printed as a table.
     #[arg(long)]
     pub baselines_only: bool,
-    /// Output folder for probe.json, probe.md and probe.svg.
-    #[arg(long, short, default_value = "runs/probe")]
+    #[arg(long, short, default_value = "runs/probe", help = OUT_HELP)]
     pub out: PathBuf,
 }
 
@@ -101,8 +91,8 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--folds must be at least 2");
     }
     let (pairs, skipped) = a.data.pairs()?;
-    let model = crate::load_model(&a.data.model)?;
-    let settings = ProbeSettings { folds: a.folds, seed: a.seed, l2: a.l2, min_pairs_per_cwe: a.min_pairs_per_cwe };
+    let model = crate::load_model(&a.data.model.model)?;
+    let settings = ProbeSettings { folds: a.folds, seed: a.fold_seed, l2: a.l2, min_pairs_per_cwe: a.min_pairs_per_cwe };
     if a.baselines_only {
         return baselines(&model, &pairs, &a.data, &settings);
     }
@@ -114,11 +104,11 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("{} pooling probed in {:.1}s", p.name(), t.elapsed().as_secs_f64());
     }
     let report = ProbeReport {
-        model: a.data.model.clone(),
+        model: a.data.model.model.clone(),
         fingerprint: model.info.fingerprint.clone(),
         n_layers: acts.n_layers,
         hidden: acts.hidden,
-        data: a.data.data.iter().map(|p| p.display().to_string()).collect(),
+        data: a.data.pairs.iter().map(|p| p.display().to_string()).collect(),
         n_pairs: pairs.len(),
         skipped_lines: skipped,
         window: a.data.spec(),

@@ -1,38 +1,35 @@
 use anyhow::{Context, Result};
 use deepguard_methods::guard::Guard;
 use deepguard_methods::scan;
-use deepguard_runtime::models::DEFAULT_MODEL;
+use crate::args::{ModelArgs, GUARD_HELP, JSON_HELP, PAIRS_HELP};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Score every token of a source file with a trained guard's analyzer. Prints the code with
-/// risky tokens highlighted, the risky lines, and the file's sequence score.
+/// risky tokens highlighted, the risky lines, and the file's sequence score (--json: token spans
+/// and scores). With --pairs instead of files: score both sides of every pair and report how often
+/// the fixed side scores higher.
 #[derive(clap::Args)]
 pub struct Args {
     /// Source files to scan.
     #[arg(required_unless_present = "pairs")]
     pub files: Vec<PathBuf>,
-    /// Instead of files: score both sides of every vulnerable/fixed pair in these jsonl files or
-    /// folders (e.g. ../shared/data/sven/val) and report how often the fixed side scores higher.
-    #[arg(long, conflicts_with = "files")]
+    #[arg(long, conflicts_with = "files", help = PAIRS_HELP)]
     pub pairs: Vec<PathBuf>,
-    /// Guard folder written by `deepguard train`.
-    #[arg(long, short)]
+    #[arg(long, short, help = GUARD_HELP)]
     pub guard: PathBuf,
-    /// Model the guard was trained for.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Tokens scored below this are highlighted.
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f32,
-    /// Score at most this many tokens per file.
-    #[arg(long, default_value_t = 1024)]
-    pub max_tokens: usize,
+    /// Score at most this many tokens per file (or per side of a pair).
+    #[arg(long, alias = "max-tokens", default_value_t = 1024)]
+    pub max_file_tokens: usize,
     /// Also write an HTML page (one file: this path; several: PATH/<name>.html).
     #[arg(long)]
     pub html: Option<PathBuf>,
-    /// Print JSON (token spans and scores) instead of the highlighted code.
-    #[arg(long)]
+    #[arg(long, help = JSON_HELP)]
     pub json: bool,
     /// Only print the score line per file.
     #[arg(long, short)]
@@ -40,7 +37,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut model = crate::load_model(&a.model)?;
+    let mut model = crate::load_model(&a.model.model)?;
     let guard = Guard::load(&a.guard, &model)?;
     guard.attach(&mut model)?;
     if !a.pairs.is_empty() {
@@ -50,7 +47,7 @@ pub fn run(a: Args) -> Result<()> {
     for f in &a.files {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         let name = f.display().to_string();
-        let r = scan::scan(&guard, &model, &name, &text, a.max_tokens)?;
+        let r = scan::scan(&guard, &model, &name, &text, a.max_file_tokens)?;
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -75,7 +72,7 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Whole functions of each pair (up to --max-tokens): S(fixed) > S(vulnerable) per CWE, next to
+/// Whole functions of each pair (up to --max-file-tokens): S(fixed) > S(vulnerable) per CWE, next to
 /// "the longer function is the fixed one".
 fn pairs(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()> {
     use deepguard_methods::data::{self, OnMalformed};
@@ -88,8 +85,8 @@ fn pairs(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()
     let mut by: std::collections::BTreeMap<String, (usize, usize, f64, usize)> = Default::default();
     let mut rows = Vec::new();
     for p in &loaded.pairs {
-        let f = scan::scan(guard, model, &p.source, &p.fixed, a.max_tokens)?;
-        let v = scan::scan(guard, model, &p.source, &p.vulnerable, a.max_tokens)?;
+        let f = scan::scan(guard, model, &p.source, &p.fixed, a.max_file_tokens)?;
+        let v = scan::scan(guard, model, &p.source, &p.vulnerable, a.max_file_tokens)?;
         let e = by.entry(p.cwe.slug()).or_default();
         e.0 += 1;
         e.1 += (f.score > v.score) as usize;
@@ -101,7 +98,7 @@ fn pairs(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()
     pb.finish();
     let (n, right, longer, ties) = by.values().fold((0, 0, 0.0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1, acc.2 + x.2, acc.3 + x.3));
     if a.json {
-        println!("{}", serde_json::json!({"pairs": rows, "fixed_higher": right as f64 / n.max(1) as f64, "ties": ties, "length_baseline": longer / n.max(1) as f64, "max_tokens": a.max_tokens}));
+        println!("{}", serde_json::json!({"pairs": rows, "fixed_higher": right as f64 / n.max(1) as f64, "ties": ties, "length_baseline": longer / n.max(1) as f64, "max_tokens": a.max_file_tokens}));
         return Ok(());
     }
     println!("| CWE | pairs | S(fixed) > S(vulnerable) | longer side is fixed | ties (same scored text) |\n|---|---|---|---|---|");
@@ -110,7 +107,7 @@ fn pairs(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()
     }
     println!("| all | {n} | {:.1}% ({right}) | {:.1}% | {ties} |", 100.0 * right as f64 / n.max(1) as f64, 100.0 * longer / n.max(1) as f64);
     if ties > 0 {
-        eprintln!("{ties} pairs tie: their first {} tokens are the same on both sides (raise --max-tokens to reach the change)", a.max_tokens);
+        eprintln!("{ties} pairs tie: their first {} tokens are the same on both sides (raise --max-file-tokens to reach the change)", a.max_file_tokens);
     }
     Ok(())
 }

@@ -86,8 +86,7 @@ pub fn run(a: Args) -> Result<()> {
     let request_timeout = seconds("request-timeout", a.request_timeout)?;
     let edge = EdgeConfig { header_timeout: seconds("header-timeout", a.header_timeout)?, idle_timeout: seconds("idle-timeout", a.idle_timeout)?, max_connections: a.max_connections };
     let mut model = crate::load_model(&a.model.model)?;
-    let guard = a.guided.guard.clone().map(|d| (d, a.guided.bias_rule, a.guided.guard_strength));
-    let methods = Methods::load(&mut model, guard, a.guided.steer.clone().map(|s| (s, a.guided.alpha)))?;
+    let methods = Methods::load(&mut model, a.guided.spec()?)?;
     let model_id = match deepguard_runtime::models::KNOWN_MODELS.iter().find(|k| k.name == a.model.model) {
         Some(k) => k.name.to_string(),
         None => std::path::Path::new(&a.model.model).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| a.model.model.clone()),

@@ -1,3 +1,4 @@
+use crate::args::{JSON_OUT_HELP, L2_HELP, OUT_HELP, POOLING_HELP, VAL_HELP};
 use crate::probe::{read_report, DataArgs};
 use anyhow::{bail, Context, Result};
 use deepguard_methods::data;
@@ -7,7 +8,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub enum Cmd {
-    /// Build one steering vector per CWE (+ one over all pairs) from paired data.
+    /// Build one steering vector per CWE (+ one over all pairs) from paired data: --out gets
+    /// cwe-XXX.gguf per CWE, all.gguf and vectors.json. The probes stored with the vectors route
+    /// prompts (probe-then-steer, prompt:cwe).
     Build(BuildArgs),
     /// Try layers x alphas on validation pairs and report the best.
     Sweep(SweepArgs),
@@ -30,14 +33,11 @@ pub struct BuildArgs {
     /// one with the largest relative direction norm is chosen.
     #[arg(long, default_value_t = 0.03)]
     pub tol: f64,
-    /// Representation the vectors are built from (last = last token of the window).
-    #[arg(long, value_enum, default_value = "last")]
+    #[arg(long, value_enum, default_value = "last", help = POOLING_HELP)]
     pub pooling: Pooling,
-    /// L2 strength of the probes stored with the vectors (probe-then-steer).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, help = L2_HELP)]
     pub l2: f64,
-    /// Output folder: cwe-XXX.gguf per CWE, all.gguf, vectors.json.
-    #[arg(long, short, default_value = "runs/steer")]
+    #[arg(long, short, default_value = "runs/steer", help = OUT_HELP)]
     pub out: PathBuf,
 }
 
@@ -46,8 +46,7 @@ pub struct SweepArgs {
     /// Training pairs (the vectors are built from these).
     #[command(flatten)]
     pub data: DataArgs,
-    /// Validation pairs (repeatable).
-    #[arg(long, required = true)]
+    #[arg(long, required = true, help = VAL_HELP)]
     pub val: Vec<PathBuf>,
     /// Layers to try (comma-separated); default: every 4th block from 4, and the last.
     #[arg(long)]
@@ -55,8 +54,7 @@ pub struct SweepArgs {
     /// Steering strengths to try (comma list).
     #[arg(long, default_value = "1,2,4,8")]
     pub alphas: String,
-    /// Representation the vectors are built from (last = last token of the window).
-    #[arg(long, value_enum, default_value = "last")]
+    #[arg(long, value_enum, default_value = "last", help = POOLING_HELP)]
     pub pooling: Pooling,
     /// Use at most N validation pairs per CWE.
     #[arg(long)]
@@ -64,8 +62,7 @@ pub struct SweepArgs {
     /// Largest acceptable fluency cost (nats per unchanged token).
     #[arg(long, default_value_t = 0.1)]
     pub max_cost: f64,
-    /// Also write the grid as JSON to this file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help = JSON_OUT_HELP)]
     pub json_out: Option<PathBuf>,
 }
 
@@ -84,7 +81,7 @@ fn build(a: BuildArgs) -> Result<()> {
     let pooling = a.pooling;
     let report = a.probe.as_ref().map(|p| read_report(p)).transpose()?;
     let (pairs, _) = a.data.pairs()?;
-    let model = crate::load_model(&a.data.model)?;
+    let model = crate::load_model(&a.data.model.model)?;
     let layer = match (a.layer, &report) {
         (Some(l), _) => l,
         (None, Some(r)) => {
@@ -126,7 +123,7 @@ fn sweep(a: SweepArgs) -> Result<()> {
     if let Some(n) = a.max_val_pairs_per_cwe {
         val = data::limit_per_cwe(val, n);
     }
-    let model = crate::load_model(&a.data.model)?;
+    let model = crate::load_model(&a.data.model.model)?;
     let n = model.cfg().n_layers;
     let layers: Vec<usize> = match &a.layers {
         Some(s) => parse_list(s, "layers")?,

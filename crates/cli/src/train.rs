@@ -4,26 +4,24 @@ use deepguard_methods::data::{self, OnMalformed};
 use deepguard_methods::prior::PriorName;
 use deepguard_methods::train::{self, RunOptions, TrainConfig};
 use deepguard_runtime::lora::Proj;
-use deepguard_runtime::models::{shared_data, DEFAULT_MODEL};
+use crate::args::{ModelArgs, CACHE_HELP, MAX_PAIRS_HELP, NO_CACHE_HELP, ON_MALFORMED_HELP, OUT_HELP, PAIRS_HELP, VAL_HELP, WINDOW_HELP};
+use deepguard_runtime::models::shared_data;
 use std::path::PathBuf;
 
 /// Train DeepGuard (LoRA adapters + multi-layer aggregator + security analyzer) on paired
 /// vulnerable/fixed code. Writes the adapters in PEFT format, guard.safetensors (aggregator,
-/// analyzer, T_stats), metrics.jsonl, loss.svg and train_report.json into --out.
+/// analyzer, T_stats), metrics.jsonl, loss.svg and train_report.json into --out. Pairs default
+/// to SVEN's train and val splits (../shared/data/sven/{train,val} beside deepguard's home); add
+/// ../shared/data/safecoder/train with --pairs for SafeCoder.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a short name, a .gguf file or an HF folder.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
-    pub model: String,
-    /// Training pair files or folders of *.jsonl (repeatable); add ../shared/data/safecoder/train
-    /// for SafeCoder [default: SVEN train, ../shared/data/sven/train beside deepguard's home].
-    #[arg(long = "train")]
-    pub train: Vec<PathBuf>,
-    /// Validation pairs (early stopping, analyzer accuracy) [default: SVEN val].
-    #[arg(long = "val")]
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, alias = "train", help = PAIRS_HELP)]
+    pub pairs: Vec<PathBuf>,
+    #[arg(long, help = VAL_HELP)]
     pub val: Vec<PathBuf>,
-    /// Output folder.
-    #[arg(long, short, default_value = "runs/guard")]
+    #[arg(long, short, default_value = "runs/guard", help = OUT_HELP)]
     pub out: PathBuf,
     /// Continue the run in --out from its last checkpoint (same options).
     #[arg(long)]
@@ -35,8 +33,7 @@ pub struct Args {
     /// Early stopping patience in epochs.
     #[arg(long, default_value_t = 3)]
     pub patience: usize,
-    /// Token budget per side, a window centred on the changed span (0 = whole functions).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, help = WINDOW_HELP)]
     pub window: usize,
     /// Aggregator: attention over the top layers, their plain mean, or the last layer only.
     #[arg(long, value_enum, default_value = "attention")]
@@ -98,20 +95,17 @@ pub struct Args {
     /// T_stats rule: `counts` (order-free) or `running` (the reference code's).
     #[arg(long, value_enum, default_value = "counts")]
     pub prior: PriorName,
-    /// Random seed (initialisation, data order, dropout); a resumed run continues the same sequence.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Keep at most N pairs per CWE (train and val).
-    #[arg(long)]
+    /// Random seed of the training (initialisation, data order, dropout); a resumed run
+    /// continues the same sequence.
+    #[arg(long, alias = "seed", default_value_t = 42)]
+    pub init_seed: u64,
+    #[arg(long, help = MAX_PAIRS_HELP)]
     pub max_pairs_per_cwe: Option<usize>,
-    /// Malformed data lines: report and skip them, or stop.
-    #[arg(long, value_enum, default_value = "skip")]
+    #[arg(long, value_enum, default_value = "skip", help = ON_MALFORMED_HELP)]
     pub on_malformed: OnMalformed,
-    /// Feature cache folder (frozen-layer outputs).
-    #[arg(long, default_value = ".cache/guard-features")]
+    #[arg(long, default_value = ".cache/guard-features", help = CACHE_HELP)]
     pub cache: PathBuf,
-    /// Keep the frozen-layer features in memory only (no cache on disk).
-    #[arg(long)]
+    #[arg(long, help = NO_CACHE_HELP)]
     pub no_cache: bool,
     /// Checkpoint every N optimizer steps (and at each epoch end).
     #[arg(long, default_value_t = 5)]
@@ -151,7 +145,7 @@ fn lora_layers(spec: &str, n: usize) -> Result<Vec<usize>> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut model = crate::load_model(&a.model)?;
+    let mut model = crate::load_model(&a.model.model)?;
     let policy = a.on_malformed;
     let load = |p: &[PathBuf]| -> Result<Vec<data::Pair>> {
         let l = data::load(p, policy)?;
@@ -164,7 +158,7 @@ pub fn run(a: Args) -> Result<()> {
         })
     };
     let or_sven = |v: &[PathBuf], split: &str| if v.is_empty() { vec![shared_data(&format!("sven/{split}"))] } else { v.to_vec() };
-    let train_pairs = load(&or_sven(&a.train, "train"))?;
+    let train_pairs = load(&or_sven(&a.pairs, "train"))?;
     let val_pairs = load(&or_sven(&a.val, "val"))?;
     let n = model.cfg().n_layers;
     let mut cfg = TrainConfig::reference(&model, 4);
@@ -179,7 +173,7 @@ pub fn run(a: Args) -> Result<()> {
         l.rank = a.rank;
         l.alpha = a.lora_alpha;
         l.dropout = a.lora_dropout;
-        l.seed = a.seed;
+        l.seed = a.init_seed;
         if !a.targets.is_empty() {
             l.targets = a.targets.iter().map(|t| Proj::parse(t)).collect::<Result<_>>()?;
         }
@@ -197,7 +191,7 @@ pub fn run(a: Args) -> Result<()> {
     cfg.w_sec = a.w_sec;
     cfg.w_kl = a.w_kl;
     cfg.margin = a.margin;
-    cfg.seed = a.seed;
+    cfg.seed = a.init_seed;
     cfg.prior = a.prior.rule();
     eprintln!(
         "training on {} pairs, validating on {}; adapters: {}; aggregator {} over {} layers",
@@ -238,4 +232,21 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("{}", train::val_line("final", v));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lora_layers;
+
+    #[test]
+    fn lora_layers_reads_all_top_k_and_lists() {
+        assert_eq!(lora_layers("all", 4).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(lora_layers("top2", 24).unwrap(), vec![22, 23]);
+        assert_eq!(lora_layers("top30", 24).unwrap(), (0..24).collect::<Vec<_>>(), "more than the model has: all of them");
+        assert_eq!(lora_layers("20, 3", 24).unwrap(), vec![20, 3]);
+        for (bad, says) in [("top0", "at least one block"), ("topx", "expected topK"), ("24", "block 24 does not exist"), ("1,x", "expected topK, all or a list"), ("", "expected topK")] {
+            let e = lora_layers(bad, 24).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
 }

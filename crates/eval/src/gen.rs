@@ -6,7 +6,7 @@ use crate::cut::{cut, Cut};
 use crate::scenario::{Lang, Scenario};
 use crate::store::Jsonl;
 use anyhow::{Context, Result};
-use deepguard_runtime::generate::{generate, Method, SamplingParams};
+use deepguard_runtime::generate::{generate, Method, Prompt, SamplingParams};
 use deepguard_runtime::hooks::LogitsProcessor;
 use deepguard_runtime::Model;
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,12 @@ pub fn load_samples(store: &Jsonl) -> Result<BTreeMap<String, Vec<SampleRec>>> {
 
 /// Generates the samples of one scenario.
 pub fn generate_scenario(model: &Model, method: &dyn Method, sc: &Scenario, params: &SamplingParams, stop_at_end: bool) -> Result<Vec<SampleRec>> {
-    let prompt = sc.prompt();
+    // The model sees the prompt as the method shows it (a prompt variant adds a reminder); the
+    // program is still the scenario's prompt + the cut completion.
+    let prompt = match method.prompt(model, Prompt::Code { text: sc.prompt(), comment: sc.lang.comment().into() })? {
+        Prompt::Code { text, .. } => text,
+        Prompt::Chat(_) => anyhow::bail!("{}: the method turned a code prompt into a chat", sc.id),
+    };
     let ids = model.tokenizer.encode(&prompt)?;
     let mut guidance = method.guidance(model, &ids)?;
     let texts = Arc::new(Mutex::new(vec![String::new(); params.n]));

@@ -10,7 +10,7 @@ use crate::judge::exploit::Exploit;
 use crate::judge::sanitizer::Sanitizer;
 use crate::judge::{Item, Judge, JudgeRec};
 use crate::report::{self, MethodRun};
-use crate::rerank;
+use crate::rerank::{self, Candidates};
 use crate::scenario::Scenario;
 use crate::store::{write_atomic, Jsonl};
 use anyhow::{bail, Context, Result};
@@ -96,7 +96,7 @@ impl EvalConfig {
 
 /// Runs the stages up to `cfg.until` for one method. `load_model` is called only when there is
 /// something to generate. Returns the stage times.
-pub fn run(cfg: &EvalConfig, method: &dyn Method, load_model: &dyn Fn() -> Result<Model>) -> Result<StageTimes> {
+pub fn run(cfg: &EvalConfig, method: &dyn Candidates, load_model: &dyn Fn() -> Result<Model>) -> Result<StageTimes> {
     let mdir = cfg.method_dir(method);
     std::fs::create_dir_all(&mdir).with_context(|| format!("{}: cannot create run folder", mdir.display()))?;
     let config = serde_json::json!({
@@ -124,9 +124,9 @@ pub fn run(cfg: &EvalConfig, method: &dyn Method, load_model: &dyn Fn() -> Resul
 }
 
 /// 1. Generation: n samples per scenario not yet stored. A method with several candidates per
-/// sample ([`Method::candidates`]) generates `n * k` into `candidates.jsonl`, and the rerank
+/// sample ([`Candidates::candidates`]) generates `n * k` into `candidates.jsonl`, and the rerank
 /// step keeps `n` of them in `samples.jsonl` ([`crate::rerank`]).
-pub fn generate_stage(cfg: &EvalConfig, method: &dyn Method, mdir: &Path, load_model: &dyn Fn() -> Result<Model>) -> Result<()> {
+pub fn generate_stage(cfg: &EvalConfig, method: &dyn Candidates, mdir: &Path, load_model: &dyn Fn() -> Result<Model>) -> Result<()> {
     let (n, k) = (cfg.params.n, method.candidates().max(1));
     let store = Jsonl::new(mdir.join(if k > 1 { "candidates.jsonl" } else { "samples.jsonl" }));
     let have = load_samples(&store)?;
@@ -289,4 +289,26 @@ pub fn check_config(path: &Path, config: &serde_json::Value) -> Result<()> {
         return Ok(());
     }
     write_atomic(path, serde_json::to_string_pretty(config)?.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_config;
+    use serde_json::json;
+
+    #[test]
+    fn a_run_folder_keeps_the_settings_it_was_made_with() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.json");
+        let a = json!({"model": "m", "method": {"method": "base"}, "sampling": {"n": 2}});
+        check_config(&p, &a).unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&p).unwrap()).unwrap(), a, "the first run writes them");
+        check_config(&p, &a).expect("the same settings resume");
+        let b = json!({"model": "m", "method": {"method": "base"}, "sampling": {"n": 3}});
+        let e = format!("{:#}", check_config(&p, &b).unwrap_err());
+        assert!(e.contains(&p.display().to_string()) && e.contains("other settings") && e.contains("another --out"), "{e}");
+        std::fs::write(&p, "{not json").unwrap();
+        let e = format!("{:#}", check_config(&p, &a).unwrap_err());
+        assert!(e.contains(&p.display().to_string()) && e.contains("not valid JSON"), "{e}");
+    }
 }

@@ -1,7 +1,7 @@
 //! Rerank: a method past both papers. Sampling is cheap here (a prompt's samples decode as one
 //! batch), so for every sample the evaluation keeps, [`Rerank`] samples `k` candidates with the
 //! wrapped method and keeps the one scored most secure, preferring candidates whose function is
-//! complete. The scorer ([`By`]) is the static judge (bandit, semgrep, cppcheck, flawfinder:
+//! complete. The scorer ([`Scorer`]) is the static judge (bandit, semgrep, cppcheck, flawfinder:
 //! fewest findings of the scenario's CWE), the wrapped method's own scorer (DeepGuard's analyzer:
 //! highest sequence score of the candidate's code), or both (findings first, then the
 //! analyzer). Ties go to the earliest candidate, which is the sample the wrapped method alone
@@ -15,54 +15,60 @@ use crate::gen::SampleRec;
 use crate::judge::{Item, Judge, JudgeRec};
 use crate::scenario::Scenario;
 use anyhow::{bail, Result};
-use deepguard_runtime::generate::{Guidance, Method};
+use deepguard_methods::guided::Guided;
+pub use deepguard_methods::spec::Scorer;
+use deepguard_methods::spec::MethodSpec;
+use deepguard_runtime::generate::{Base, Guidance, Method, Prompt};
 use deepguard_runtime::Model;
-use serde::{Deserialize, Serialize};
 
-/// What scores the candidates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "snake_case")]
-pub enum By {
-    /// The static judge: fewest findings of the scenario's CWE.
-    Static,
-    /// The method's analyzer (a guard): highest security score of the candidate's code.
-    Analyzer,
-    /// Fewest static findings, then the highest analyzer score.
-    Both,
+/// A method as the evaluation runs it: what runtime's [`Method`] does, plus how many candidates
+/// it samples per kept sample and how they are scored (only a [`Rerank`] has several).
+pub trait Candidates: Method {
+    /// Candidates sampled per kept sample: above 1, the pipeline samples this many and keeps the
+    /// one scored most secure.
+    fn candidates(&self) -> usize {
+        1
+    }
+    /// With several candidates: whether the static judge scores them.
+    fn candidates_judged(&self) -> bool {
+        false
+    }
+    /// A security score of a piece of code (higher = more secure) for methods with a scorer
+    /// (DeepGuard's analyzer), with the model as [`Method::prepare`] left it.
+    fn code_score(&self, _model: &Model, _code: &str) -> Result<Option<f32>> {
+        Ok(None)
+    }
 }
 
-impl By {
-    const NAMES: [(By, &'static str); 3] = [(By::Static, "static"), (By::Analyzer, "analyzer"), (By::Both, "both")];
+impl Candidates for Base {}
 
-    pub fn name(self) -> &'static str {
-        By::NAMES.iter().find(|(b, _)| *b == self).map_or("", |(_, n)| n)
+impl Candidates for Guided {
+    fn code_score(&self, model: &Model, code: &str) -> Result<Option<f32>> {
+        Guided::code_score(self, model, code)
     }
-    pub fn parse(s: &str) -> Result<By> {
-        match By::NAMES.iter().find(|(_, n)| *n == s) {
-            Some((b, _)) => Ok(*b),
-            None => bail!("unknown rerank scorer `{s}` (static, analyzer or both)"),
-        }
-    }
-    pub fn uses_static(self) -> bool {
-        self != By::Analyzer
-    }
-    pub fn uses_analyzer(self) -> bool {
-        self != By::Static
+}
+
+/// The method a spec describes: a [`Guided`] method, wrapped in a [`Rerank`] when the spec has
+/// one. Every entry point (eval, compare) builds its methods here.
+pub fn method_of(spec: &MethodSpec, verbose: bool) -> Box<dyn Candidates> {
+    let inner: Box<dyn Candidates> = Box::new(Guided::new(spec.without_rerank(), verbose));
+    match spec.rerank {
+        Some(r) => Box::new(Rerank { inner, k: r.k, by: r.by }),
+        None => inner,
     }
 }
 
 /// `inner`, with `k` candidates per kept sample, scored by `by`.
 pub struct Rerank {
-    pub inner: Box<dyn Method>,
+    pub inner: Box<dyn Candidates>,
     pub k: usize,
-    pub by: By,
+    pub by: Scorer,
 }
 
 impl Method for Rerank {
     fn name(&self) -> String {
         match self.by {
-            By::Static => format!("{}-rerank{}", self.inner.name(), self.k),
+            Scorer::Static => format!("{}-rerank{}", self.inner.name(), self.k),
             by => format!("{}-rerank{}-{}", self.inner.name(), self.k, by.name()),
         }
     }
@@ -72,9 +78,15 @@ impl Method for Rerank {
     fn prepare(&self, model: &mut Model) -> Result<()> {
         self.inner.prepare(model)
     }
+    fn prompt(&self, model: &Model, prompt: Prompt) -> Result<Prompt> {
+        self.inner.prompt(model, prompt)
+    }
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>> {
         self.inner.guidance(model, prompt_ids)
     }
+}
+
+impl Candidates for Rerank {
     fn candidates(&self) -> usize {
         self.k.max(1)
     }

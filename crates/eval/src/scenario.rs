@@ -19,6 +19,13 @@ pub enum Lang {
 }
 
 impl Lang {
+    /// The line-comment marker.
+    pub fn comment(self) -> &'static str {
+        match self {
+            Lang::Py => "#",
+            Lang::C => "//",
+        }
+    }
     pub fn ext(self) -> &'static str {
         match self {
             Lang::Py => "py",

@@ -4,6 +4,7 @@
 //! without generating again, and the report covers both methods.
 
 use deepguard_eval::pipeline::{self, EvalConfig, Stage};
+use deepguard_eval::rerank::Candidates;
 use deepguard_eval::scenario::discover;
 use deepguard_methods::data::Cwe;
 use deepguard_methods::guided::Guided;
@@ -62,9 +63,9 @@ fn pipeline_evaluates_base_and_a_steering_method() {
         codeql_repo: None,
         rules: deepguard_eval::judge::tools::semgrep_rules().unwrap(),
     };
-    let steer = Guided::new(Some((format!("{}:cwe-089", vecs.display()), 8.0)), None, false);
+    let steer = Guided::new(format!("steer:{}:cwe-089@8", vecs.display()).parse().unwrap(), false);
     let load = || Model::load(&gguf, &candle_core::Device::Cpu);
-    for m in [&Base as &dyn Method, &steer] {
+    for m in [&Base as &dyn Candidates, &steer] {
         pipeline::run(&cfg, m, &load).unwrap();
         let dir = cfg.method_dir(m);
         for f in ["config.json", "samples.jsonl", "tests.jsonl", "judge-semgrep+exploit.jsonl"] {
@@ -117,7 +118,7 @@ fn pipeline_reranks_candidates_and_keeps_one_per_group() {
         codeql_repo: None,
         rules: deepguard_eval::judge::tools::semgrep_rules().unwrap(),
     };
-    let m = Rerank { inner: Box::new(Base), k, by: deepguard_eval::rerank::By::Static };
+    let m = Rerank { inner: Box::new(Base), k, by: deepguard_eval::rerank::Scorer::Static };
     assert_eq!(m.name(), "base-rerank3");
     let load = || Model::load(&gguf, &candle_core::Device::Cpu);
     pipeline::run(&cfg, &m, &load).unwrap();

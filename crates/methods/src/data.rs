@@ -37,6 +37,39 @@ impl Cwe {
     pub fn slug(&self) -> String {
         format!("cwe-{:03}", self.0)
     }
+
+    /// The weakness in a few words, for the CWEs of the SVEN, SafeCoder and CodeGuard+ data
+    /// (None for others).
+    pub fn title(&self) -> Option<&'static str> {
+        Some(match self.0 {
+            20 => "improper input validation",
+            22 => "path traversal",
+            78 => "OS command injection",
+            79 => "cross-site scripting",
+            89 => "SQL injection",
+            94 => "code injection",
+            119 => "out-of-bounds memory access",
+            125 => "out-of-bounds read",
+            190 => "integer overflow",
+            200 => "exposure of sensitive information",
+            306 => "missing authentication",
+            327 => "broken or risky cryptography",
+            352 => "cross-site request forgery",
+            377 => "insecure temporary file",
+            416 => "use after free",
+            434 => "unrestricted file upload",
+            476 => "NULL pointer dereference",
+            502 => "deserialization of untrusted data",
+            522 => "insufficiently protected credentials",
+            601 => "open redirect",
+            611 => "XML external entities",
+            732 => "incorrect permission assignment",
+            787 => "out-of-bounds write",
+            798 => "hard-coded credentials",
+            918 => "server-side request forgery",
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Cwe {

@@ -13,7 +13,9 @@
 //! - [`features`]: the frozen lower blocks run once per example, cached on disk.
 //! - [`train`]: the training loop (AdamW from [`optim`], checkpoints, validation, artefacts).
 //! - [`guard`]: a trained guard on disk (PEFT adapters + heads) and its use at inference.
-//! - [`guided`]: steering and/or a guard as one generation method (`deepguard_runtime::generate::Method`).
+//! - [`spec`]: one description of a method (guard, steering, prompt variant, rerank; `FromStr` +
+//!   `Display`), shared by the command line, `compare`, config files and the server.
+//! - [`guided`]: a spec as one generation method (`deepguard_runtime::generate::Method`).
 //! - [`scan`]: token scores of a source file, for a terminal or an HTML page.
 //! - [`params`]: named parameters and the small differentiable layers the heads use.
 //!
@@ -33,5 +35,6 @@ pub mod prior;
 pub mod probe;
 pub use deepguard_runtime::progress;
 pub mod scan;
+pub mod spec;
 pub mod steer;
 pub mod train;

@@ -9,7 +9,7 @@ use crate::tokenizer::{Piece, Tokenizer};
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: String,

@@ -69,10 +69,21 @@ pub struct Guidance<'a> {
     pub processors: Vec<Box<dyn LogitsProcessor + 'a>>,
 }
 
-/// A method is a generation config: a name, its settings (recorded with every result) and the
-/// guidance it adds to decoding. [`Base`] adds nothing; steering vectors add residual hooks and
-/// DeepGuard adds logits processors (`deepguard_methods::guided`), by implementing this trait.
-/// The evaluation pipeline, the server and `generate` all take a `&dyn Method`.
+/// A prompt before it is tokenised, as a method may rewrite it ([`Method::prompt`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Code for the model to continue; `comment` is its language's line-comment marker (`#`,
+    /// `//`).
+    Code { text: String, comment: String },
+    /// Chat messages, rendered with the model's template once the method has seen them.
+    Chat(Vec<crate::chat::Message>),
+}
+
+/// A method is a generation config: a name, its settings (recorded with every result), the
+/// prompt it shows the model and the guidance it adds to decoding. [`Base`] changes nothing;
+/// steering vectors add residual hooks, DeepGuard adds logits processors, the prompt variants
+/// rewrite the prompt (`deepguard_methods::guided`), by implementing this trait. The evaluation
+/// pipeline, the server and `generate` all take a `&dyn Method`.
 pub trait Method: Send + Sync {
     /// Short name used as the method's key in stores and reports (e.g. `base`, `steer-vecs-auto-a4`).
     fn name(&self) -> String;
@@ -82,22 +93,13 @@ pub trait Method: Send + Sync {
     fn prepare(&self, _model: &mut Model) -> Result<()> {
         Ok(())
     }
-    /// Hooks and processors for one request.
+    /// The prompt the model is given for `prompt` (by default, `prompt` itself).
+    fn prompt(&self, _model: &Model, prompt: Prompt) -> Result<Prompt> {
+        Ok(prompt)
+    }
+    /// Hooks and processors for one request (`prompt_ids`: the prompt as [`Method::prompt`]
+    /// left it, tokenised).
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>>;
-    /// Candidates sampled per kept sample: above 1, an evaluation samples this many and keeps
-    /// the one its static judge scores most secure (`deepguard_eval::rerank`).
-    fn candidates(&self) -> usize {
-        1
-    }
-    /// With several candidates: whether the evaluation's static judge scores them too.
-    fn candidates_judged(&self) -> bool {
-        false
-    }
-    /// A security score of a piece of code (higher = more secure) for methods that have a scorer
-    /// (DeepGuard's analyzer), with the model as [`Method::prepare`] left it.
-    fn code_score(&self, _model: &Model, _code: &str) -> Result<Option<f32>> {
-        Ok(None)
-    }
 }
 
 /// The unmodified model.

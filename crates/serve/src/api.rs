@@ -95,6 +95,9 @@ pub struct DeepguardOptions {
     /// vector folder) or a CWE (`"CWE-89"`, the folder's vector for it).
     pub steer: Option<Value>,
     pub alpha: Option<f64>,
+    /// A whole method spec, as `deepguard generate --method` takes it (instead of the fields
+    /// above), naming the server's guard and vector folders.
+    pub method: Option<String>,
 }
 
 /// Defines a request struct with the sampling fields both endpoints share (written out in

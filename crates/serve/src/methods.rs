@@ -1,76 +1,72 @@
-//! Per-request methods: the server's flags set the defaults, a request's `deepguard` extension
-//! may turn the guard and steering on or off and change their strengths (never point at other
-//! files: a request chooses among what the server was started with).
+//! Per-request methods: the server's flags set the default [`MethodSpec`]; a request's
+//! `deepguard` extension may turn the guard and steering on or off and change their settings,
+//! or give a whole spec (`"method": "guard:g:reference@0.5+steer:vec:auto"`), parsed by the same
+//! code as `--method`. A request never points at other files: it chooses among what the server
+//! was started with. The method itself is `deepguard_methods::guided::Guided`.
 
 use crate::api::{ApiError, DeepguardOptions};
 use crate::engine::{Prepare, Prepared};
 use anyhow::Result;
 use deepguard_methods::guard::Guard;
 use deepguard_methods::guided::Guided;
-use deepguard_methods::prior::BiasRule;
+use deepguard_methods::spec::{GuardSpec, MethodSpec, SteerSpec};
 use deepguard_methods::steer::{self, Selector};
-use deepguard_runtime::generate::{Guidance, Method};
 use deepguard_runtime::hooks::LogitsProcessor;
 use deepguard_runtime::Model;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
-
-/// The server's guard, loaded once (its adapters are attached to the shared model; requests
-/// without the guard run their rows with the adapters switched off).
-pub struct ServerGuard {
-    pub dir: PathBuf,
-    pub guard: Arc<Guard>,
-    pub rule: BiasRule,
-    pub strength: f32,
-}
 
 /// What the server can apply, and its defaults.
 pub struct Methods {
-    pub guard: Option<ServerGuard>,
-    /// `--steer` spec and `--alpha`.
-    pub steer: Option<(String, f64)>,
-}
-
-/// One request's method.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Choice {
-    /// Guard strength, if the guard applies.
-    pub guard: Option<f32>,
-    /// Steering spec (`PATH`, `PATH:CWE` or `PATH:auto`) and alpha, if steering applies.
-    pub steer: Option<(String, f64)>,
+    /// The server's guard, loaded once (its adapters are attached to the shared model; requests
+    /// without the guard run their rows with the adapters switched off).
+    guard: Option<Arc<Guard>>,
+    /// The method a request without a `deepguard` field gets.
+    default: MethodSpec,
 }
 
 impl Methods {
-    /// Loads the guard (and attaches its adapters to `model`) and checks the steering vectors,
-    /// so that a bad flag fails at start-up rather than on the first request.
-    pub fn load(model: &mut Model, guard: Option<(PathBuf, BiasRule, f32)>, steer: Option<(String, f64)>) -> Result<Self> {
-        let guard = match guard {
-            Some((dir, rule, strength)) => {
-                let g = Guard::load(&dir, model)?;
-                g.attach(model)?;
-                Some(ServerGuard { dir, guard: Arc::new(g), rule, strength })
+    /// Loads the default spec's guard (and attaches its adapters to `model`) and checks its
+    /// steering vectors, so that a bad flag fails at start-up rather than on the first request.
+    pub fn load(model: &mut Model, default: MethodSpec) -> Result<Self> {
+        if default.rerank.is_some() || default.prompt.is_some() {
+            anyhow::bail!("method `{default}`: the server applies guards and steering; reranks and prompt variants are not served (use them with eval/compare)");
+        }
+        let guard = match &default.guard {
+            Some(g) => {
+                let loaded = Guard::load(&g.dir, model)?;
+                loaded.attach(model)?;
+                Some(Arc::new(loaded))
             }
             None => None,
         };
-        if let Some((spec, _)) = &steer {
-            let (path, sel) = steer::parse_steer_arg(spec)?;
-            steer::load_selected(&path, &sel, model)?;
+        if let Some(s) = &default.steer {
+            steer::load_selected(&s.vectors, &s.select, model)?;
         }
-        Ok(Self { guard, steer })
+        Ok(Self { guard, default })
     }
 
-    pub fn defaults(&self) -> Choice {
-        Choice { guard: self.guard.as_ref().map(|g| g.strength), steer: self.steer.clone() }
+    pub fn defaults(&self) -> MethodSpec {
+        self.default.clone()
     }
 
     /// The request's method: the defaults, changed by its `deepguard` field.
-    pub fn choose(&self, o: Option<&DeepguardOptions>) -> Result<Choice, ApiError> {
-        let mut c = self.defaults();
-        let Some(o) = o else { return Ok(c) };
+    pub fn choose(&self, o: Option<&DeepguardOptions>) -> Result<MethodSpec, ApiError> {
+        let Some(o) = o else { return Ok(self.defaults()) };
         let bad = |p: &str, m: String| ApiError::bad(m).param(&format!("deepguard.{p}"));
+        if let Some(text) = &o.method {
+            if o.guard.is_some() || o.guard_strength.is_some() || o.steer.is_some() || o.alpha.is_some() {
+                return Err(bad("method", "give either `method` or the guard/steer fields, not both".into()));
+            }
+            let spec: MethodSpec = text.parse().map_err(|e: anyhow::Error| bad("method", format!("{e:#}")))?;
+            return self.check_request_spec(spec).map_err(|m| bad("method", m));
+        }
+        let mut c = self.defaults();
+        let no_guard = || bad("guard", "this server has no guard (start it with --guard DIR)".into());
+        let server_guard = self.default.guard.as_ref();
         match o.guard {
-            Some(true) if self.guard.is_none() => return Err(bad("guard", "this server has no guard (start it with --guard DIR)".into())),
+            Some(true) if server_guard.is_none() => return Err(no_guard()),
             Some(false) => c.guard = None,
             _ => {}
         }
@@ -78,104 +74,113 @@ impl Methods {
             if !s.is_finite() {
                 return Err(bad("guard_strength", format!("must be a finite number, got {s}")));
             }
-            match (&self.guard, o.guard) {
+            match (server_guard, o.guard) {
                 (None, _) => return Err(bad("guard_strength", "this server has no guard (start it with --guard DIR)".into())),
                 (Some(_), Some(false)) => {}
-                (Some(_), _) => c.guard = Some(s),
+                (Some(g), _) => c.guard = Some(GuardSpec { strength: s, ..g.clone() }),
             }
         }
-        let server_path = || -> Result<PathBuf, ApiError> {
-            let (spec, _) = self.steer.as_ref().ok_or_else(|| bad("steer", "this server has no steering vectors (start it with --steer SPEC)".into()))?;
-            Ok(steer::parse_steer_arg(spec).map_err(|e| bad("steer", format!("{e:#}")))?.0)
-        };
-        let alpha = o.alpha.or(self.steer.as_ref().map(|s| s.1)).unwrap_or(steer::DEFAULT_ALPHA);
+        let no_steer = |p: &str| bad(p, "this server has no steering vectors (start it with --steer SPEC)".into());
+        let server_steer = self.default.steer.as_ref();
+        let alpha = o.alpha.or(server_steer.map(|s| s.alpha)).unwrap_or(steer::DEFAULT_ALPHA);
         if !alpha.is_finite() {
             return Err(bad("alpha", format!("must be a finite number, got {alpha}")));
         }
+        let with = |select: Option<Selector>| -> Result<SteerSpec, ApiError> {
+            let s = server_steer.ok_or_else(|| no_steer("steer"))?;
+            Ok(SteerSpec { select: select.unwrap_or_else(|| s.select.clone()), alpha, ..s.clone() })
+        };
         match &o.steer {
             None | Some(Value::Null) => {
                 if o.alpha.is_some() {
-                    let (spec, _) = self.steer.as_ref().ok_or_else(|| bad("alpha", "this server has no steering vectors (start it with --steer SPEC)".into()))?;
+                    server_steer.ok_or_else(|| no_steer("alpha"))?;
                     if c.steer.is_some() {
-                        c.steer = Some((spec.clone(), alpha));
+                        c.steer = Some(with(None)?);
                     }
                 }
             }
             Some(Value::Bool(false)) => c.steer = None,
-            Some(Value::Bool(true)) => {
-                let (spec, _) = self.steer.as_ref().ok_or_else(|| bad("steer", "this server has no steering vectors (start it with --steer SPEC)".into()))?;
-                c.steer = Some((spec.clone(), alpha));
-            }
+            Some(Value::Bool(true)) => c.steer = Some(with(None)?),
             Some(Value::String(s)) if s == "off" || s == "none" => c.steer = None,
             Some(Value::String(sel)) => {
-                let path = server_path()?;
-                let spec = format!("{}:{sel}", path.display());
-                match steer::parse_steer_arg(&spec) {
-                    Ok((_, Selector::Cwe(cwe))) if path.is_dir() && !path.join(steer::file_name(Some(cwe))).exists() => {
-                        return Err(bad("steer", format!("this server has no steering vector for {cwe}")));
-                    }
-                    Ok((_, Selector::Auto | Selector::Cwe(_))) => c.steer = Some((spec, alpha)),
-                    _ => return Err(bad("steer", format!("expected true, false, \"auto\" or a CWE such as \"CWE-89\", got {sel:?}"))),
-                }
+                let expected = || bad("steer", format!("expected true, false, \"auto\" or a CWE such as \"CWE-89\", got {sel:?}"));
+                let select = if sel == "auto" {
+                    Selector::Auto
+                } else {
+                    Selector::Cwe(deepguard_methods::data::Cwe::parse(sel).map_err(|_| expected())?)
+                };
+                c.steer = Some(with(Some(select))?);
             }
             Some(other) => return Err(bad("steer", format!("expected true, false, \"auto\" or a CWE such as \"CWE-89\", got {}", crate::api::type_name(other)))),
         }
-        Ok(c)
+        self.check_request_spec(c).map_err(|m| bad("steer", m))
+    }
+
+    /// A request's spec may use only the server's guard folder and vector folder (named by
+    /// their path as given to the server, or their folder name), and none of what the server
+    /// does not apply per request.
+    fn check_request_spec(&self, mut spec: MethodSpec) -> Result<MethodSpec, String> {
+        let same = |asked: &Path, have: &Path| asked == have || (asked.components().count() == 1 && asked.file_name() == have.file_name());
+        if spec.rerank.is_some() {
+            return Err("rerank is not available per request (it needs the evaluation's judge)".into());
+        }
+        if spec.prompt.is_some() {
+            return Err("prompt variants are not applied by the server (use them with generate, eval or compare)".into());
+        }
+        if let Some(g) = &mut spec.guard {
+            match &self.default.guard {
+                Some(have) if same(&g.dir, &have.dir) => g.dir = have.dir.clone(),
+                Some(have) => return Err(format!("this server's guard is {}; a request cannot load another", have.dir.display())),
+                None => return Err("this server has no guard (start it with --guard DIR)".into()),
+            }
+        }
+        if let Some(s) = &mut spec.steer {
+            let have = self.default.steer.as_ref().ok_or("this server has no steering vectors (start it with --steer SPEC)")?;
+            if !same(&s.vectors, &have.vectors) {
+                return Err(format!("this server's steering vectors are {}; a request cannot load others", have.vectors.display()));
+            }
+            s.vectors = have.vectors.clone();
+            if let Selector::Cwe(cwe) = s.select {
+                if s.vectors.is_dir() && !s.vectors.join(steer::file_name(Some(cwe))).exists() {
+                    return Err(format!("this server has no steering vector for {cwe}"));
+                }
+            }
+        }
+        Ok(spec)
     }
 
     /// The method's short name, as `deepguard eval` records it (`base`, `guard-g-s1`,
     /// `steer-vecs-auto-a4` for vectors in `vecs/`, both joined by `+`).
-    pub fn name(&self, c: &Choice) -> String {
-        let guard = match (&self.guard, c.guard) {
-            (Some(g), Some(s)) => Some((g.dir.clone(), g.rule, s)),
-            _ => None,
-        };
-        Guided::new(c.steer.clone(), guard, false).name()
+    pub fn name(&self, c: &MethodSpec) -> String {
+        c.name()
     }
 
     /// The server's defaults, for `/v1/models` and the start-up line.
     pub fn describe(&self) -> Value {
-        let d = self.defaults();
+        let d = &self.default;
         json!({
-            "default_method": self.name(&d),
-            "guard": self.guard.as_ref().map(|g| json!({"dir": g.dir, "bias_rule": format!("{:?}", g.rule).to_lowercase(), "strength": g.strength})),
-            "steer": self.steer.as_ref().map(|(s, a)| json!({"spec": s, "alpha": a})),
+            "default_method": d.name(),
+            "spec": d.to_string(),
+            "guard": d.guard.as_ref().map(|g| json!({"dir": g.dir, "bias_rule": format!("{:?}", g.rule).to_lowercase(), "strength": g.strength, "prior": g.prior})),
+            "steer": d.steer.as_ref().map(|s| json!({"spec": s.arg(), "alpha": s.alpha, "layer": s.layer})),
         })
     }
 
     /// The engine-side work of a request: steering hooks (probe-then-steer routes the prompt
     /// first), the guard's prompt score and logit bias, and the report sent back.
-    pub fn prepare(&self, c: Choice, ignore_eos: bool) -> Prepare {
-        let name = self.name(&c);
-        let guard = match (&self.guard, c.guard) {
-            (Some(g), Some(s)) => Some((g.guard.clone(), g.rule, s)),
-            _ => None,
+    pub fn prepare(&self, c: MethodSpec, ignore_eos: bool) -> Prepare {
+        let lora = c.guard.is_some();
+        let method = match (&self.guard, lora) {
+            (Some(g), true) => Guided::with_guard(c, g.clone()),
+            _ => Guided::new(c, false),
         };
-        let steer = c.steer;
         Box::new(move |model: &Model, ids: &[u32]| -> Result<Prepared> {
-            let mut g: Guidance<'static> = Guidance::default();
-            let mut report = json!({"method": name, "guard": null, "steer": null});
-            if let Some((spec, alpha)) = &steer {
-                let (hooks, note) = steer::hooks_for(model, spec, *alpha, ids)?;
-                let sel = match steer::parse_steer_arg(spec) {
-                    Ok((_, Selector::Auto | Selector::Cwe(_))) => spec.rsplit_once(':').map_or("file", |(_, s)| s),
-                    _ => "file",
-                };
-                report["steer"] = json!({"selector": sel, "alpha": alpha, "applied": !hooks.is_empty(), "note": note});
-                for h in hooks {
-                    g.hooks.push(Box::new(h));
-                }
-            }
-            let lora = guard.is_some();
-            if let Some((guard, rule, strength)) = &guard {
-                let (bias, score) = guard.guidance(model, ids, *rule, *strength)?;
-                report["guard"] = json!({"strength": strength, "bias_rule": format!("{rule:?}").to_lowercase(), "prompt_score": score});
-                g.processors.push(Box::new(bias));
-            }
+            let applied = method.apply(model, ids)?;
+            let mut g = applied.guidance;
             if ignore_eos {
                 g.processors.push(Box::new(NoStop(model.tokenizer.stop_ids.iter().copied().collect())));
             }
-            Ok(Prepared { guidance: g, lora, report })
+            Ok(Prepared { guidance: g, lora, report: applied.report })
         })
     }
 }
@@ -191,5 +196,74 @@ impl LogitsProcessor for NoStop {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deepguard_methods::prior::BiasRule;
+
+    /// A server started with `--guard runs/g --steer VECS:auto --alpha 3`, VECS holding a vector
+    /// for CWE-89 only (choosing a method needs no loaded guard or model).
+    fn server(vecs: &Path) -> Methods {
+        std::fs::write(vecs.join("cwe-089.gguf"), b"").unwrap();
+        let default: MethodSpec = format!("guard:runs/g+steer:{}:auto@3", vecs.display()).parse().unwrap();
+        Methods { guard: None, default }
+    }
+
+    fn opts(v: Value) -> DeepguardOptions {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_request_changes_the_servers_defaults() {
+        let t = tempfile::tempdir().unwrap();
+        let m = server(t.path());
+        assert_eq!(m.choose(None).unwrap(), m.defaults());
+        let c = m.choose(Some(&opts(json!({"guard": false, "steer": "CWE-89", "alpha": 5.0})))).unwrap();
+        assert!(c.guard.is_none());
+        let s = c.steer.unwrap();
+        assert_eq!((s.select, s.alpha, s.vectors.as_path()), (Selector::Cwe(deepguard_methods::data::Cwe(89)), 5.0, t.path()));
+        let c = m.choose(Some(&opts(json!({"guard_strength": 0.5, "steer": false})))).unwrap();
+        assert_eq!((c.guard.as_ref().unwrap().strength, c.steer.is_none()), (0.5, true));
+        assert_eq!(m.name(&c), "guard-g-s0.5");
+    }
+
+    #[test]
+    fn a_request_spec_is_parsed_like_the_command_line_and_stays_on_the_servers_files() {
+        let t = tempfile::tempdir().unwrap();
+        let m = server(t.path());
+        let folder = t.path().file_name().unwrap().to_string_lossy().to_string();
+        // Every knob of the guard is reachable; folders are named by path or by folder name.
+        let c = m.choose(Some(&opts(json!({"method": format!("guard:g:reference:no-prior@0.25+steer:{folder}:cwe-089")})))).unwrap();
+        let g = c.guard.as_ref().unwrap();
+        assert_eq!((g.dir.as_path(), g.rule, g.prior, g.strength), (Path::new("runs/g"), BiasRule::Reference, false, 0.25));
+        assert_eq!(c.steer.as_ref().unwrap().vectors, t.path());
+        assert_eq!(m.choose(Some(&opts(json!({"method": "base"})))).unwrap(), MethodSpec::base());
+        for (req, says) in [
+            (json!({"method": "guard:/etc/other"}), "a request cannot load another"),
+            (json!({"method": "steer:/tmp/x:auto"}), "a request cannot load others"),
+            (json!({"method": format!("steer:{folder}:CWE-79")}), "no steering vector for CWE-79"),
+            (json!({"method": "rerank:4"}), "rerank is not available per request"),
+            (json!({"method": "prompt:secure"}), "prompt variants are not applied by the server"),
+            (json!({"method": "guard:g@x"}), "`x` after `@` is not a number"),
+            (json!({"method": "base", "guard": true}), "either `method` or the guard/steer fields"),
+            (json!({"steer": "CWE-79"}), "no steering vector for CWE-79"),
+            (json!({"steer": 3}), "expected true, false"),
+        ] {
+            let e = m.choose(Some(&opts(req.clone()))).unwrap_err();
+            assert!(e.message.contains(says), "{req}: {}", e.message);
+            assert!(e.param.as_deref().is_some_and(|p| p.starts_with("deepguard.")), "{req}: {:?}", e.param);
+        }
+    }
+
+    #[test]
+    fn a_server_without_a_guard_or_vectors_refuses_to_turn_them_on() {
+        let m = Methods { guard: None, default: MethodSpec::base() };
+        for (req, param) in [(json!({"guard": true}), "deepguard.guard"), (json!({"guard_strength": 2.0}), "deepguard.guard_strength"), (json!({"steer": true}), "deepguard.steer"), (json!({"alpha": 2.0}), "deepguard.alpha")] {
+            let e = m.choose(Some(&opts(req.clone()))).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{req}: {}", e.message);
+        }
     }
 }

@@ -165,7 +165,7 @@ def _():
     on = complete(dg={"guard": False, "steer": "CWE-89", "alpha": 12}, max_tokens=24)
     off = complete(dg=OFF, max_tokens=24)
     dg_on = on.model_extra["deepguard"]
-    assert dg_on["method"] == "steer-vec-CWE-89-a12", dg_on
+    assert dg_on["method"] == "steer-vec-cwe-089-a12", dg_on
     assert dg_on["steer"]["applied"] is True and dg_on["guard"] is None, dg_on
     assert on.choices[0].text != off.choices[0].text, (on.choices[0].text, off.choices[0].text)
     auto = complete(dg={"guard": False, "steer": "auto"}, max_tokens=4).model_extra["deepguard"]
