@@ -66,8 +66,9 @@ fn counts(m: &Model, msgs: &[Message]) -> (usize, usize) {
     (chat::encode(t, msgs).unwrap().len(), whole.len())
 }
 
-fn start_with(dir: tempfile::TempDir, model: Model, http: HttpConfig, edge: EdgeConfig, chat_tokens: Box<dyn Fn(&[Message]) -> (usize, usize) + Send>) -> TestServer {
-    let server = Server::new(model, Methods { guard: None, steer: None }, http, 32, Duration::from_secs(2)).with_edge(edge);
+fn start_with(dir: tempfile::TempDir, mut model: Model, http: HttpConfig, edge: EdgeConfig, chat_tokens: Box<dyn Fn(&[Message]) -> (usize, usize) + Send>) -> TestServer {
+    let methods = Methods::load(&mut model, Default::default()).unwrap();
+    let server = Server::new(model, methods, http, 32, Duration::from_secs(2)).with_edge(edge);
     let metrics = server.engine().metrics.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
