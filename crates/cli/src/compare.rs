@@ -92,7 +92,13 @@ pub fn run(a: Args) -> Result<()> {
     let md = markdown(&runs[0].method, &diffs, &judge);
     write_atomic(&cfg.out.join("compare.md"), md.as_bytes())?;
     write_atomic(&cfg.out.join("compare.svg"), svg(&diffs).as_bytes())?;
-    let json = serde_json::json!({"baseline": runs[0].method, "judge": judge, "sampling": cfg.params, "methods": diffs});
+    let refs: Vec<&dyn deepguard_runtime::generate::Method> = methods.iter().map(|m| m.as_ref()).collect();
+    let diagnostics = deepguard_eval::diagnose::diagnose(&cfg.scenarios, &refs, &|| crate::load_model(&cfg.model))?;
+    for (name, d) in &diagnostics {
+        eprintln!("diagnostics of {name}:\n  {}", d.text.replace('\n', "\n  "));
+    }
+    let diagnostics: serde_json::Map<String, serde_json::Value> = diagnostics.into_iter().map(|(n, d)| (n, d.json)).collect();
+    let json = serde_json::json!({"baseline": runs[0].method, "judge": judge, "sampling": cfg.params, "methods": diffs, "diagnostics": diagnostics});
     write_atomic(&cfg.out.join("compare.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     a.json.write(&json)?;
     if a.json.json {

@@ -5,7 +5,7 @@
 use crate::guard::Guard;
 use crate::prior::BiasRule;
 use anyhow::{anyhow, Result};
-use deepguard_runtime::generate::{Guidance, Method};
+use deepguard_runtime::generate::{DiagnosticPrompt, Diagnosis, Guidance, Method};
 use deepguard_runtime::Model;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -75,6 +75,14 @@ impl Method for Guided {
             return Ok(None);
         }
         Ok(Some(guard.score(model, &ids)?.1))
+    }
+
+    fn diagnose(&self, model: &Model, prompts: &[DiagnosticPrompt]) -> Result<Option<Diagnosis>> {
+        let guard = match &self.guard {
+            Some(_) => Some(self.loaded.get().ok_or_else(|| anyhow!("guard not prepared (call prepare first)"))?),
+            None => None,
+        };
+        crate::diagnostics::guided(model, guard, self.steer.as_ref().map(|s| s.0.as_str()), prompts)
     }
 
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>> {

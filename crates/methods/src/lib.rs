@@ -4,6 +4,7 @@
 //! - [`data`]: paired vulnerable / fixed code (SVEN, SafeCoder) and token windows around the change.
 //! - [`probe`]: layer-wise representations, logistic-regression probes, length baselines.
 //! - [`steer`]: per-CWE steering vectors, their GGUF files, the hook, the sweep.
+//! - [`steer_instruct`]: the paper's vectors: secure vs insecure instruction at the last prompt token.
 //!
 //! DeepGuard:
 //! - [`aggregator`]: attention over the top layers' hidden states (and the `mean` / `last` ablations).
@@ -15,6 +16,7 @@
 //! - [`guard`]: a trained guard on disk (PEFT adapters + heads) and its use at inference.
 //! - [`guided`]: steering and/or a guard as one generation method (`deepguard_runtime::generate::Method`).
 //! - [`scan`]: token scores of a source file, for a terminal or an HTML page.
+//! - [`diagnostics`]: the analyzer on whole and length-matched pairs, s̄_prompt's spread, routing.
 //! - [`params`]: named parameters and the small differentiable layers the heads use.
 //!
 //! [`plot`]: small hand-written SVG charts for the reports; [`progress`]: bars, or log lines.
@@ -22,6 +24,7 @@
 pub mod aggregator;
 pub mod analyzer;
 pub mod data;
+pub mod diagnostics;
 pub mod features;
 pub mod guard;
 pub mod guided;
@@ -34,4 +37,5 @@ pub mod probe;
 pub use deepguard_runtime::progress;
 pub mod scan;
 pub mod steer;
+pub mod steer_instruct;
 pub mod train;
