@@ -54,6 +54,14 @@ pub fn run(a: Args) -> Result<()> {
         print_summary(r);
     }
     let (md, json) = write_tables(&cfg.out, &runs, a.resamples, &cfg.params, &judge)?;
+    let refs: Vec<&dyn deepguard_runtime::generate::Method> = methods.iter().map(|m| m.as_ref() as &dyn deepguard_runtime::generate::Method).collect();
+    let diagnostics = deepguard_eval::diagnose::diagnose(&cfg.scenarios, &refs, &|| crate::load_model(&cfg.model))?;
+    for (name, d) in &diagnostics {
+        eprintln!("diagnostics of {name}:\n  {}", d.text.replace('\n', "\n  "));
+    }
+    let mut json = json;
+    json["diagnostics"] = serde_json::Value::Object(diagnostics.into_iter().map(|(n, d)| (n, d.json)).collect());
+    deepguard_runtime::files::write_atomic(&cfg.out.join("compare.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     a.json.write(&json)?;
     if a.json.json {
         println!("{}", serde_json::to_string_pretty(&json)?);

@@ -12,10 +12,16 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// Source files to scan.
-    #[arg(required_unless_present = "pairs")]
+    #[arg(required_unless_present_any = ["pairs", "prompts"])]
     pub files: Vec<PathBuf>,
     #[arg(long, conflicts_with = "files", help = PAIRS_HELP)]
     pub pairs: Vec<PathBuf>,
+    /// Instead of files: score every prompt of a benchmark (--data, -s) and print the spread of
+    /// s̄_prompt, the score that scales the guard's logit bias.
+    #[arg(long, conflicts_with_all = ["files", "pairs"])]
+    pub prompts: bool,
+    #[command(flatten)]
+    pub bench: crate::args::BenchArgs,
     #[arg(long, short, help = GUARD_HELP)]
     pub guard: PathBuf,
     #[command(flatten)]
@@ -42,6 +48,9 @@ pub fn run(a: Args) -> Result<()> {
     guard.attach(&mut model)?;
     if !a.pairs.is_empty() {
         return pairs(&a, &model, &guard);
+    }
+    if a.prompts {
+        return prompts(&a, &model, &guard);
     }
     let color = std::io::stdout().is_terminal();
     for f in &a.files {
@@ -72,42 +81,43 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Whole functions of each pair (up to --max-file-tokens): S(fixed) > S(vulnerable) per CWE, next to
-/// "the longer function is the fixed one".
+/// Whole functions of each pair (up to --max-file-tokens): S(fixed) > S(vulnerable) per CWE, on all
+/// pairs and on the length-matched ones, next to "the longer function is the fixed one".
 fn pairs(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()> {
     use deepguard_methods::data::{self, OnMalformed};
+    use deepguard_methods::diagnostics::{score_pairs, AnalyzerAccuracy};
     let loaded = data::load(&a.pairs, OnMalformed::Skip)?;
     for s in &loaded.skipped {
         eprintln!("skipped {s}");
     }
     let pb = deepguard_methods::progress::Progress::new(loaded.pairs.len() as u64, "scan pairs", "pairs");
-    // per CWE: pairs, fixed higher, longer-is-fixed, ties (equal scores: identical scored text)
-    let mut by: std::collections::BTreeMap<String, (usize, usize, f64, usize)> = Default::default();
-    let mut rows = Vec::new();
-    for p in &loaded.pairs {
-        let f = scan::scan(guard, model, &p.source, &p.fixed, a.max_file_tokens)?;
-        let v = scan::scan(guard, model, &p.source, &p.vulnerable, a.max_file_tokens)?;
-        let e = by.entry(p.cwe.slug()).or_default();
-        e.0 += 1;
-        e.1 += (f.score > v.score) as usize;
-        e.2 += if f.total_tokens > v.total_tokens { 1.0 } else if f.total_tokens == v.total_tokens { 0.5 } else { 0.0 };
-        e.3 += (f.score == v.score) as usize;
-        rows.push(serde_json::json!({"source": p.source, "cwe": p.cwe.slug(), "fixed": f.score, "vulnerable": v.score, "fixed_tokens": f.total_tokens, "vulnerable_tokens": v.total_tokens}));
-        pb.inc(1);
-    }
+    let scores = score_pairs(guard, model, &loaded.pairs, a.max_file_tokens, || pb.inc(1))?;
     pb.finish();
-    let (n, right, longer, ties) = by.values().fold((0, 0, 0.0, 0), |acc, x| (acc.0 + x.0, acc.1 + x.1, acc.2 + x.2, acc.3 + x.3));
+    let acc = AnalyzerAccuracy::of(&scores);
     if a.json {
-        println!("{}", serde_json::json!({"pairs": rows, "fixed_higher": right as f64 / n.max(1) as f64, "ties": ties, "length_baseline": longer / n.max(1) as f64, "max_tokens": a.max_file_tokens}));
+        println!("{}", serde_json::json!({"pairs": scores, "accuracy": acc, "max_tokens": a.max_file_tokens}));
         return Ok(());
     }
-    println!("| CWE | pairs | S(fixed) > S(vulnerable) | longer side is fixed | ties (same scored text) |\n|---|---|---|---|---|");
-    for (c, (n, r, l, t)) in &by {
-        println!("| {c} | {n} | {:.1}% ({r}) | {:.1}% | {t} |", 100.0 * *r as f64 / *n as f64, 100.0 * l / *n as f64);
+    print!("{}", acc.markdown());
+    if acc.all.ties > 0 {
+        eprintln!("{} pairs tie: their first {} tokens are the same on both sides (raise --max-file-tokens to reach the change)", acc.all.ties, a.max_file_tokens);
     }
-    println!("| all | {n} | {:.1}% ({right}) | {:.1}% | {ties} |", 100.0 * right as f64 / n.max(1) as f64, 100.0 * longer / n.max(1) as f64);
-    if ties > 0 {
-        eprintln!("{ties} pairs tie: their first {} tokens are the same on both sides (raise --max-file-tokens to reach the change)", a.max_file_tokens);
+    Ok(())
+}
+
+/// s̄_prompt of every benchmark prompt and its spread.
+fn prompts(a: &Args, model: &deepguard_runtime::Model, guard: &Guard) -> Result<()> {
+    use deepguard_methods::diagnostics::score_prompts;
+    let (_, scenarios, _) = a.bench.load()?;
+    let ps = deepguard_eval::diagnose::prompts(model, &scenarios)?;
+    let s = score_prompts(guard, model, &ps)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        for (id, x) in &s.prompts {
+            println!("{id}: s̄_prompt {x:.4}");
+        }
+        println!("{}", s.line());
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use deepguard_methods::aggregator::Mode;
 use deepguard_methods::data::{self, OnMalformed};
 use deepguard_methods::prior::PriorName;
@@ -119,6 +119,13 @@ pub struct Args {
     /// Stop (with a checkpoint) after N optimizer steps in this invocation.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Skip the diagnostics after training (the analyzer on whole and length-matched val pairs,
+    /// the spread of s̄_prompt over the benchmark's prompts).
+    #[arg(long)]
+    pub no_diagnostics: bool,
+    /// The benchmark whose prompts the diagnostics score.
+    #[command(flatten)]
+    pub bench: crate::args::BenchArgs,
     #[command(flatten)]
     pub config: crate::args::ConfigArgs,
 }
@@ -231,7 +238,30 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(v) = &r.last_val {
         eprintln!("{}", train::val_line("final", v));
     }
+    if !a.no_diagnostics {
+        diagnostics(&a, &val_pairs, cfg.max_len)?;
+    }
     Ok(())
+}
+
+/// The saved guard (best epoch) on whole val functions and on the benchmark's prompts; printed,
+/// and added to train_report.json as `diagnostics`.
+fn diagnostics(a: &Args, val: &[data::Pair], max_tokens: usize) -> Result<()> {
+    use deepguard_methods::diagnostics::{score_pairs, score_prompts, AnalyzerAccuracy};
+    let mut model = crate::load_model(&a.model.model)?;
+    let guard = deepguard_methods::guard::Guard::load(&a.out, &model)?;
+    guard.attach(&mut model)?;
+    let pb = deepguard_methods::progress::Progress::new(val.len() as u64, "diagnostics", "pairs");
+    let acc = AnalyzerAccuracy::of(&score_pairs(&guard, &model, val, max_tokens, || pb.inc(1))?);
+    pb.finish();
+    eprintln!("diagnostics: the analyzer on whole val functions (first {max_tokens} tokens):\n{}", acc.markdown());
+    let (_, scenarios, _) = a.bench.load()?;
+    let prompts = score_prompts(&guard, &model, &deepguard_eval::diagnose::prompts(&model, &scenarios)?)?;
+    eprintln!("diagnostics: {}", prompts.line());
+    let path = a.out.join("train_report.json");
+    let mut report: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?).with_context(|| format!("{}: not JSON", path.display()))?;
+    report["diagnostics"] = serde_json::json!({"analyzer_whole_functions": acc, "max_tokens": max_tokens, "prompt_scores": prompts});
+    deepguard_runtime::files::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())
 }
 
 #[cfg(test)]

@@ -32,6 +32,15 @@ fn train_scan_and_guided_generation() {
     let log = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "{log}");
     assert!(log.contains("before training: val loss") && log.contains("epoch 1: val loss") && log.contains("length baseline"), "{log}");
+    // diagnostics after training: whole and length-matched val functions, s̄_prompt's spread
+    assert!(log.contains("diagnostics: the analyzer on whole val functions") && log.contains("| length-matched (whole-function token counts within 5% of the longer side) |"), "{log}");
+    assert!(log.contains("diagnostics: s̄_prompt over 35 prompts: n 35 | min 0."), "{log}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("g/train_report.json")).unwrap()).unwrap();
+    let dg = &report["diagnostics"];
+    assert_eq!(dg["analyzer_whole_functions"]["all"]["pairs"], 9, "{dg}");
+    assert_eq!(dg["prompt_scores"]["prompts"].as_array().unwrap().len(), 35);
+    let sp = &dg["prompt_scores"]["spread"];
+    assert!(sp["min"].as_f64().unwrap() <= sp["q1"].as_f64().unwrap() && sp["q3"].as_f64().unwrap() <= sp["max"].as_f64().unwrap() && sp["max"].as_f64().unwrap() < 1.0, "{sp}");
     for f in ["adapter_config.json", "adapter_model.safetensors", "guard.safetensors", "metrics.jsonl", "loss.svg", "train_report.json"] {
         assert!(d.path().join("g").join(f).exists(), "{f} missing");
     }
@@ -79,7 +88,10 @@ fn train_scan_and_guided_generation() {
     assert_eq!(html.matches("<span class=\"t\" title=").count(), toks.len(), "every scored token has its score");
     // scan: pairs
     let p = ok(&run(&["scan", "--pairs", sven, "-g", "g", "-m", m, "--max-tokens", "64"], d.path()));
-    assert!(p.contains("| all | 83 |"), "{p}");
+    assert!(p.contains("| all | 83 |") && p.contains("| length-matched ("), "{p}");
+    // scan: the benchmark's prompts
+    let sp = ok(&run(&["scan", "--prompts", "-s", "cwe-089", "-g", "g", "-m", m], d.path()));
+    assert!(sp.contains("base/cwe-089/0-py: s̄_prompt 0.") && sp.contains("s̄_prompt over 3 prompts"), "{sp}");
 
     // guided generation next to the plain model
     let g = ok(&run(&["generate", "-m", m, "-p", "def read(path):\n", "--max-tokens", "6", "--guard", "g", "--guard-strength", "50", "--bias-rule", "reference", "--compare", "--json"], d.path()));

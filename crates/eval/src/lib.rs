@@ -9,6 +9,7 @@
 //! - [`metrics`] computes pass@1, sec@1_pass, sec-pass@1 and the security rate;
 //! - [`pipeline`] runs the stages (generate, test, judge, report) for a method, resumably;
 //! - [`rerank`] keeps the most secure of k candidates per sample (a method past the papers);
+//! - [`diagnose`] asks each method what it would do to the benchmark's prompts;
 //! - [`compare`] pairs methods against a baseline with bootstrap intervals over scenarios;
 //! - [`report`] writes markdown, JSON and HTML; [`store`] keeps everything resumable (jsonl);
 //! - [`shard`] splits a run over N processes (Slurm arrays, Kubernetes Indexed Jobs) and
@@ -17,6 +18,7 @@
 pub mod calibrate;
 pub mod compare;
 pub mod cut;
+pub mod diagnose;
 pub mod functional;
 pub mod gen;
 pub mod judge;

@@ -84,6 +84,9 @@ impl Method for Rerank {
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>> {
         self.inner.guidance(model, prompt_ids)
     }
+    fn diagnose(&self, model: &Model, prompts: &[deepguard_runtime::generate::DiagnosticPrompt]) -> Result<Option<deepguard_runtime::generate::Diagnosis>> {
+        self.inner.diagnose(model, prompts)
+    }
 }
 
 impl Candidates for Rerank {

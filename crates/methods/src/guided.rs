@@ -7,7 +7,7 @@ use crate::spec::{MethodSpec, PromptSpec};
 use crate::steer;
 use anyhow::{anyhow, Result};
 use deepguard_runtime::chat::Message;
-use deepguard_runtime::generate::{Guidance, Method, Prompt};
+use deepguard_runtime::generate::{DiagnosticPrompt, Diagnosis, Guidance, Method, Prompt};
 use deepguard_runtime::Model;
 use serde_json::{json, Value};
 use std::sync::{Arc, OnceLock};
@@ -185,6 +185,14 @@ impl Method for Guided {
         Ok(p)
     }
 
+    fn diagnose(&self, model: &Model, prompts: &[DiagnosticPrompt]) -> Result<Option<Diagnosis>> {
+        let guard = match &self.spec.guard {
+            Some(_) => Some(self.guard.get().ok_or_else(|| anyhow!("guard not prepared (call prepare first)"))?.as_ref()),
+            None => None,
+        };
+        let steer = self.spec.steer.as_ref().map(|s| (s.vectors.as_path(), &s.select));
+        crate::diagnostics::guided(model, guard, steer, prompts)
+    }
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>> {
         Ok(self.apply(model, prompt_ids)?.guidance)
     }

@@ -4,6 +4,7 @@
 //! - [`data`]: paired vulnerable / fixed code (SVEN, SafeCoder) and token windows around the change.
 //! - [`probe`]: layer-wise representations, logistic-regression probes, length baselines.
 //! - [`steer`]: per-CWE steering vectors, their GGUF files, the hook, the sweep.
+//! - [`steer_instruct`]: the paper's vectors: secure vs insecure instruction at the last prompt token.
 //!
 //! DeepGuard:
 //! - [`aggregator`]: attention over the top layers' hidden states (and the `mean` / `last` ablations).
@@ -17,6 +18,7 @@
 //!   `Display`), shared by the command line, `compare`, config files and the server.
 //! - [`guided`]: a spec as one generation method (`deepguard_runtime::generate::Method`).
 //! - [`scan`]: token scores of a source file, for a terminal or an HTML page.
+//! - [`diagnostics`]: the analyzer on whole and length-matched pairs, s̄_prompt's spread, routing.
 //! - [`params`]: named parameters and the small differentiable layers the heads use.
 //!
 //! [`plot`]: small hand-written SVG charts for the reports; [`progress`]: bars, or log lines.
@@ -24,6 +26,7 @@
 pub mod aggregator;
 pub mod analyzer;
 pub mod data;
+pub mod diagnostics;
 pub mod features;
 pub mod guard;
 pub mod guided;
@@ -37,4 +40,5 @@ pub use deepguard_runtime::progress;
 pub mod scan;
 pub mod spec;
 pub mod steer;
+pub mod steer_instruct;
 pub mod train;

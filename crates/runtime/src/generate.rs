@@ -100,6 +100,28 @@ pub trait Method: Send + Sync {
     /// Hooks and processors for one request (`prompt_ids`: the prompt as [`Method::prompt`]
     /// left it, tokenised).
     fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>>;
+    /// What the method would do to each of these prompts, summarised (DeepGuard: the spread of
+    /// its prompt scores; probe-then-steer: where it routes them), with the model as
+    /// [`Method::prepare`] left it. None: nothing to report.
+    fn diagnose(&self, _model: &Model, _prompts: &[DiagnosticPrompt]) -> Result<Option<Diagnosis>> {
+        Ok(None)
+    }
+}
+
+/// A benchmark prompt for [`Method::diagnose`].
+#[derive(Debug, Clone)]
+pub struct DiagnosticPrompt {
+    pub id: String,
+    /// The scenario's CWE as the benchmark writes it (e.g. `CWE-089`).
+    pub cwe: String,
+    pub ids: Vec<u32>,
+}
+
+/// A method's diagnostics: lines for a terminal and the same as JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Diagnosis {
+    pub text: String,
+    pub json: serde_json::Value,
 }
 
 /// The unmodified model.
