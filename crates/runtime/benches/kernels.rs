@@ -134,15 +134,18 @@ fn elementwise_and_attention() {
     let row: Vec<f32> = (0..151936).map(|i| ((i * 7919 % 1000) as f32 / 50.0) - 10.0).collect();
     let s = time(|| { std::hint::black_box(vmath::exp_shifted_sum(&mut row.clone(), 10.0, 1.25)); }, 0.3);
     println!("softmax numerators of one vocabulary row (151936, with a copy): {:.1} us", s * 1e6);
-    println!("| attention (heads 14, kv heads 2, head_dim 64) | batch | kv length | us per layer |");
+    println!("| attention | batch | kv length | us per layer |");
     println!("|---|---|---|---|");
-    for (batch, t, pos) in [(1usize, 1usize, 160usize), (1, 1, 600), (10, 1, 160), (1, 512, 0)] {
-        let (nh, nkv, hd, cap) = (14, 2, 64, pos + t);
-        let q: Vec<f32> = (0..batch * nh * t * hd).map(|i| (i % 97) as f32 * 0.01).collect();
-        let kv: Vec<f32> = (0..batch * nkv * cap * hd).map(|i| (i % 89) as f32 * 0.01).collect();
-        let view = KvView { data: &kv, batch_stride: nkv * cap * hd, head_stride: cap * hd };
-        let shape = AttnShape { batch, n_heads: nh, n_kv_heads: nkv, head_dim: hd, t, pos };
-        let s = time(|| drop(std::hint::black_box(causal_attention(&q, view, view, shape))), 0.3);
-        println!("| {} | {batch} | {} | {:.1} |", if t > 1 { format!("prefill {t}") } else { "decode".into() }, pos + t, s * 1e6);
+    // (model, heads, kv heads, head_dim)
+    for (model, nh, nkv, hd) in [("0.5B: heads 14, kv heads 2, head_dim 64", 14, 2, 64), ("1.5B: heads 12, kv heads 2, head_dim 128", 12, 2, 128)] {
+        for (batch, t, pos) in [(1usize, 1usize, 160usize), (1, 1, 600), (10, 1, 160), (1, 512, 0)] {
+            let cap = pos + t;
+            let q: Vec<f32> = (0..batch * nh * t * hd).map(|i| (i % 97) as f32 * 0.01).collect();
+            let kv: Vec<f32> = (0..batch * nkv * cap * hd).map(|i| (i % 89) as f32 * 0.01).collect();
+            let view = KvView { data: &kv, batch_stride: nkv * cap * hd, head_stride: cap * hd };
+            let shape = AttnShape { batch, n_heads: nh, n_kv_heads: nkv, head_dim: hd, t, pos };
+            let s = time(|| drop(std::hint::black_box(causal_attention(&q, view, view, shape))), 0.3);
+            println!("| {model}, {} | {batch} | {} | {:.1} |", if t > 1 { format!("prefill {t}") } else { "decode".into() }, pos + t, s * 1e6);
+        }
     }
 }

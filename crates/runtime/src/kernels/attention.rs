@@ -54,9 +54,16 @@ pub fn causal_attention(q: &[f32], k: KvView, v: KvView, s: AttnShape) -> Vec<f3
             // SAFETY: unit (bi, h) alone writes the head_dim values of head h at each of its rows.
             let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(((bi * t + i) * nh + h) * hd), hd) };
             #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-            if hd == 64 {
-                attend64(qi, &kb[..n * hd], &vb[..n * hd], n, scale, scores, o);
-                continue;
+            match hd {
+                64 => {
+                    attend_x8::<8>(qi, &kb[..n * hd], &vb[..n * hd], n, scale, scores, o);
+                    continue;
+                }
+                128 => {
+                    attend_x8::<16>(qi, &kb[..n * hd], &vb[..n * hd], n, scale, scores, o);
+                    continue;
+                }
+                _ => {}
             }
             attend(qi, kb, vb, n, scale, scores, o);
         }
@@ -99,24 +106,26 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], n: usize, scale: f32, scores: &mut Ve
     o.iter_mut().for_each(|x| *x *= inv);
 }
 
-/// [`attend`] for head size 64 with AVX2 + FMA (the build's baseline on x86-64): the query and
-/// the output stay in eight registers each, and four scores share one horizontal reduction.
+/// [`attend`] for head size `8 * C` (64: Qwen2.5-0.5B, 128: Qwen2.5-1.5B) with AVX2 + FMA (the
+/// build's baseline on x86-64): the query and the output are `C` vectors each, and four scores
+/// share one horizontal reduction.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-fn attend64(q: &[f32], k: &[f32], v: &[f32], n: usize, scale: f32, scores: &mut Vec<f32>, o: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn attend_x8<const C: usize>(q: &[f32], k: &[f32], v: &[f32], n: usize, scale: f32, scores: &mut Vec<f32>, o: &mut [f32]) {
     use std::arch::x86_64::*;
-    const D: usize = 64;
-    assert!(q.len() == D && o.len() == D && k.len() >= n * D && v.len() >= n * D);
+    let d = 8 * C;
+    assert!(q.len() == d && o.len() == d && k.len() >= n * d && v.len() >= n * d);
     scores.resize(n.next_multiple_of(4), 0.0);
     // SAFETY: AVX2 and FMA are enabled at compile time (cfg above); every load reads inside
-    // q[..64], k[..n * 64] or v[..n * 64] and every store inside scores or o (asserted above).
+    // q[..d], k[..n * d] or v[..n * d] and every store inside scores or o (asserted above).
     unsafe {
         let kp = k.as_ptr();
-        let qv: [__m256; 8] = std::array::from_fn(|c| _mm256_loadu_ps(q.as_ptr().add(8 * c)));
+        let qv: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(q.as_ptr().add(8 * c)));
         let row = |j: usize| -> __m256 {
-            let r = kp.add(j * D);
+            let r = kp.add(j * d);
             let mut a = _mm256_mul_ps(qv[0], _mm256_loadu_ps(r));
             let mut b = _mm256_mul_ps(qv[1], _mm256_loadu_ps(r.add(8)));
-            for c in (2..8).step_by(2) {
+            for c in (2..C).step_by(2) {
                 a = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(r.add(8 * c)), a);
                 b = _mm256_fmadd_ps(qv[c + 1], _mm256_loadu_ps(r.add(8 * c + 8)), b);
             }
@@ -144,11 +153,11 @@ fn attend64(q: &[f32], k: &[f32], v: &[f32], n: usize, scale: f32, scores: &mut 
         let m = max(scores);
         let sum = exp_shifted_sum(scores, m, 1.0);
         let vp = v.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut acc = [_mm256_setzero_ps(); C];
         for (j, &p) in scores.iter().enumerate() {
             let pv = _mm256_set1_ps(p);
             for (c, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vp.add(j * D + 8 * c)), *a);
+                *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vp.add(j * d + 8 * c)), *a);
             }
         }
         let inv = _mm256_set1_ps((1.0 / sum) as f32);
@@ -206,6 +215,8 @@ mod tests {
         for &(batch, nh, nkv, hd, t, pos, cap) in &[
             (1, 14, 2, 64, 9, 0, 9),
             (1, 14, 2, 64, 1, 37, 50),
+            (1, 12, 2, 128, 9, 0, 9),
+            (2, 12, 2, 128, 1, 37, 50),
             (2, 6, 3, 32, 5, 11, 20),
             (3, 4, 4, 16, 1, 0, 1),
             (1, 3, 1, 21, 4, 2, 6),

@@ -364,12 +364,29 @@ unsafe fn packed32<const R: usize, const T: u8>(tiles: &[u8], a: &QActs, m0: usi
 }
 
 /// 8 bytes at `p` (one per row) as i16 pairs (v, v) in 8 lanes, zero- or sign-extended, for
-/// `vpmaddwd`.
+/// `vpmaddwd`: one broadcast load and one in-lane shuffle (signed: the byte into the high half
+/// of each i16, then an arithmetic shift).
 #[inline(always)]
 unsafe fn dup8_epi16<const SIGNED: bool>(p: *const u8) -> __m256i {
-    let v = _mm_loadl_epi64(p as *const __m128i);
-    let x = if SIGNED { _mm256_cvtepi8_epi32(v) } else { _mm256_cvtepu8_epi32(v) };
-    _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(x, 16))
+    // both 128-bit lanes hold the 8 bytes (twice), so 32-bit lane i can take byte i
+    let b = _mm256_set1_epi64x(std::ptr::read_unaligned(p as *const i64));
+    const fn idx(signed: bool) -> [u32; 8] {
+        let mut v = [0u32; 8];
+        let mut i = 0;
+        while i < 8 {
+            let j = i as u32;
+            v[i] = if signed { 0x0080_0080 | j << 8 | j << 24 } else { 0x8000_8000 | j | j << 16 };
+            i += 1;
+        }
+        v
+    }
+    const UNSIGNED: [u32; 8] = idx(false);
+    const SIGNED_IDX: [u32; 8] = idx(true);
+    if SIGNED {
+        _mm256_srai_epi16(_mm256_shuffle_epi8(b, _mm256_loadu_si256(SIGNED_IDX.as_ptr() as *const __m256i)), 8)
+    } else {
+        _mm256_shuffle_epi8(b, _mm256_loadu_si256(UNSIGNED.as_ptr() as *const __m256i))
+    }
 }
 
 /// Sign-extended i16 pairs (a_i, b_i) in 8 lanes from 8 signed bytes a at `p` and 8 more b at
