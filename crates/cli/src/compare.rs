@@ -59,9 +59,10 @@ pub fn run(a: Args) -> Result<()> {
     for (name, d) in &diagnostics {
         eprintln!("diagnostics of {name}:\n  {}", d.text.replace('\n', "\n  "));
     }
-    let mut json = json;
-    json["diagnostics"] = serde_json::Value::Object(diagnostics.into_iter().map(|(n, d)| (n, d.json)).collect());
-    deepguard_runtime::files::write_atomic(&cfg.out.join("compare.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    // Beside compare.json, not in it: the table is the same whether the run was sharded or not
+    // (`deepguard merge` has no model to diagnose with).
+    let diagnostics = serde_json::Value::Object(diagnostics.into_iter().map(|(n, d)| (n, d.json)).collect());
+    deepguard_runtime::files::write_atomic(&cfg.out.join("diagnostics.json"), serde_json::to_string_pretty(&diagnostics)?.as_bytes())?;
     a.json.write(&json)?;
     if a.json.json {
         println!("{}", serde_json::to_string_pretty(&json)?);

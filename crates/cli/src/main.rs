@@ -64,7 +64,8 @@ enum Cmd {
     /// against base with bootstrap intervals over scenarios (markdown, JSON, SVG).
     Compare(compare::Args),
     /// Join the shard folders of a sharded eval or compare (--shard I/N, Slurm arrays,
-    /// Kubernetes Indexed Jobs) into one run, with the reports of an unsharded run.
+    /// Kubernetes Indexed Jobs) into one run, with the reports of an unsharded run. --out is
+    /// the merged run folder (default: RUN, when one run folder is given).
     Merge(merge::Args),
     /// The security judge on its own (calibrate: measure it on vulnerable/fixed pairs).
     #[command(subcommand)]

@@ -12,8 +12,7 @@ pub struct Args {
     /// folders themselves (e.g. copied back from several machines).
     #[arg(required = true, value_name = "RUN")]
     pub runs: Vec<PathBuf>,
-    /// The merged run folder [default: RUN, when one run folder is given].
-    #[arg(long, short, value_name = "DIR")]
+    #[arg(long, short, value_name = "DIR", help = crate::args::OUT_HELP)]
     pub out: Option<PathBuf>,
 }
 
