@@ -26,8 +26,9 @@ fn train_scan_and_guided_generation() {
     let d = tempfile::tempdir().unwrap();
     let m = d.path().join("tiny.gguf");
     TinySpec { context: 512, ..TinySpec::qwen2() }.write_gguf(&m).unwrap();
-    let (m, sven) = (m.to_str().unwrap(), sven.to_str().unwrap());
-    let train = ["train", "-m", m, "--train", sven, "--val", sven, "--max-pairs-per-cwe", "1", "--window", "24", "--agg-layers", "3", "--epochs", "1", "--batch", "3", "--accum", "1", "--out", "g", "--cache", "cache"];
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/eval");
+    let (m, sven, bench) = (m.to_str().unwrap(), sven.to_str().unwrap(), bench.to_str().unwrap());
+    let train = ["train", "-m", m, "--pairs", sven, "--val", sven, "--data", bench, "--max-pairs-per-cwe", "1", "--window", "24", "--agg-layers", "3", "--epochs", "1", "--batch", "3", "--accum", "1", "--out", "g", "--cache", "cache"];
     let o = run(&train, d.path());
     let log = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "{log}");
@@ -90,7 +91,7 @@ fn train_scan_and_guided_generation() {
     let p = ok(&run(&["scan", "--pairs", sven, "-g", "g", "-m", m, "--max-tokens", "64"], d.path()));
     assert!(p.contains("| all | 83 |") && p.contains("| length-matched ("), "{p}");
     // scan: the benchmark's prompts
-    let sp = ok(&run(&["scan", "--prompts", "-s", "cwe-089", "-g", "g", "-m", m], d.path()));
+    let sp = ok(&run(&["scan", "--prompts", "--data", bench, "-s", "cwe-089", "-g", "g", "-m", m], d.path()));
     assert!(sp.contains("base/cwe-089/0-py: s̄_prompt 0.") && sp.contains("s̄_prompt over 3 prompts"), "{sp}");
 
     // guided generation next to the plain model
