@@ -573,6 +573,8 @@ def check_tampering(sample):
         return
     syms = run(["nm", obj], sample.work, timeout=30)
     os.remove(obj)
+    if syms.returncode != 0:
+        raise NotStarted("its symbols could not be read: " + syms.stderr[-300:])
     bad = tampering(syms.stdout)
     if bad:
         raise Tampering(f"the program defines or uses {bad!r}, which controls the sanitizer or the test's shims")

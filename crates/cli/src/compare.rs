@@ -54,8 +54,9 @@ pub fn run(a: Args) -> Result<()> {
         print_summary(r);
     }
     let (md, json) = write_tables(&cfg.out, &runs, a.resamples, &cfg.params, &judge)?;
-    let refs: Vec<&dyn deepguard_runtime::generate::Method> = methods.iter().map(|m| m.as_ref() as &dyn deepguard_runtime::generate::Method).collect();
-    let diagnostics = deepguard_eval::diagnose::diagnose(&cfg.scenarios, &refs, &|| crate::load_model(&cfg.model))?;
+    // Only guards and steering have something to report: no model is loaded for the others.
+    let refs: Vec<&dyn deepguard_runtime::generate::Method> = methods.iter().zip(&a.methods).filter(|(_, s)| s.guard.is_some() || s.steer.is_some()).map(|(m, _)| m.as_ref() as &dyn deepguard_runtime::generate::Method).collect();
+    let diagnostics = if refs.is_empty() { vec![] } else { deepguard_eval::diagnose::diagnose(&cfg.scenarios, &refs, &|| crate::load_model(&cfg.model))? };
     for (name, d) in &diagnostics {
         eprintln!("diagnostics of {name}:\n  {}", d.text.replace('\n', "\n  "));
     }

@@ -1,5 +1,7 @@
 //! `deepguard probe`, `steer build` and `generate --steer` end to end on a tiny model and a few
-//! real SVEN pairs.
+//! real SVEN pairs; `steer build --contrast instruction` (the paper's vectors) too: the paper's
+//! layer by default, `--layer best` from a probe on the same activations, and `generate --steer`
+//! loading the files.
 
 use deepguard_runtime::testing::TinySpec;
 use std::path::Path;
@@ -14,14 +16,21 @@ fn ok(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-#[test]
-fn probe_then_build_then_steered_generation() {
+/// A work folder holding a tiny Llama model, its path, and the SVEN val pairs' path.
+fn setup() -> (tempfile::TempDir, String, String) {
     let sven = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/sven/val");
     assert!(sven.exists(), "SVEN data not found at {}", sven.display());
     let d = tempfile::tempdir().unwrap();
     let m = d.path().join("tiny.gguf");
     TinySpec { context: 512, ..TinySpec::llama() }.write_gguf(&m).unwrap();
-    let (m, sven) = (m.to_str().unwrap(), sven.to_str().unwrap());
+    let (m, sven) = (m.to_str().unwrap().to_string(), sven.to_str().unwrap().to_string());
+    (d, m, sven)
+}
+
+#[test]
+fn probe_then_build_then_steered_generation() {
+    let (d, m, sven) = setup();
+    let (m, sven) = (m.as_str(), sven.as_str());
     let data = ["--data", sven, "--window", "24", "--max-pairs-per-cwe", "2", "--cache", "cache"];
     let args = |extra: &[&'static str]| -> Vec<String> { data.iter().chain(extra).map(|s| s.to_string()).collect() };
 
@@ -62,4 +71,38 @@ fn probe_then_build_then_steered_generation() {
     let err = String::from_utf8(o.stderr).unwrap();
     let last = err.trim().lines().last().unwrap();
     assert!(last.starts_with("error:") && last.contains("cwe-089.gguf") && last.contains("fingerprint"), "{err}");
+}
+
+#[test]
+fn instruction_vectors_build_at_the_papers_layer_or_the_probes_best_and_steer() {
+    let (d, m, sven) = setup();
+    let (m, sven) = (m.as_str(), sven.as_str());
+    let build = |extra: &[&str]| {
+        let mut a = vec!["steer", "build", "-m", m, "--pairs", sven, "--window", "32", "--max-pairs-per-cwe", "3", "--contrast", "instruction"];
+        a.extend_from_slice(extra);
+        run(&a, d.path())
+    };
+    let o = build(&["--out", "paper"]);
+    let out = ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("steering block 2 (the paper's layer: the last of the model's 3 blocks)"));
+    assert_eq!(out.lines().count(), 10, "all + 9 CWEs: {out}");
+    assert!(out.lines().all(|l| l.contains("layer 2")), "{out}");
+    let js: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("paper/vectors.json")).unwrap()).unwrap();
+    assert!(js[0]["vector"]["position"].as_str().unwrap().contains("secure minus insecure instruction"), "{js}");
+
+    let o = build(&["--out", "best", "--layer", "best"]);
+    ok(&o);
+    let log = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(log.contains("chosen by a probe on these activations"), "{log}");
+    assert!(d.path().join("best/cwe-089.gguf").exists());
+    let bad = build(&["--out", "x", "--layer", "top"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a block number, `last` or `best`"));
+
+    // `--steer` loads them: one CWE's vector changes greedy decoding at a large alpha; auto routes
+    let g = ok(&run(&["generate", "-m", m, "-p", "def get_user(db, name):\n    cur = db.cursor()\n", "--max-tokens", "8", "--steer", "paper:cwe-089", "--alpha", "40", "--compare", "--json"], d.path()));
+    let v: serde_json::Value = serde_json::from_str(&g).unwrap();
+    assert_eq!(v["samples_that_differ"], 1, "{g}");
+    let auto = run(&["generate", "-m", m, "-p", "def f(x):\n", "--max-tokens", "2", "--steer", "paper:auto"], d.path());
+    ok(&auto);
+    assert!(String::from_utf8_lossy(&auto.stderr).contains("probe-then-steer: nearest CWE"));
 }

@@ -56,6 +56,12 @@ fn verdict(r: &JudgeRec) -> ExploitVerdict {
     r.exploit.clone().expect("an exploit verdict")
 }
 
+/// Python for a hostile completion's prelude: the modules it uses and `_stat`, the path of the
+/// stat.json its test run reads verdicts from (next to the programs' folder).
+const STAT_PY: &str = r#"import json as _j, os as _os, signal as _sig
+_stat = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "stat.json")
+"#;
+
 /// Python code put at the top of a Flask completion (module level, before the app is served).
 fn py_prefix(sc: &Scenario, program: &str, code: &str) -> String {
     let prompt = sc.prompt();
@@ -124,9 +130,9 @@ fn an_unsigned_error_entry_and_signals_to_the_test_do_not_dodge_the_verdict() {
     let dodger = py_prefix(
         &sc,
         &vulnerable,
-        r#"import json as _j, os as _os, signal as _sig
-_stat = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "stat.json")
-try:
+        &format!(
+            "{STAT_PY}{}",
+            r#"try:
     _j.dump({_os.path.basename(__file__): {"error": "LEAKED-SECRET-1234"}}, open(_stat, "w"))
 except OSError:
     pass
@@ -136,7 +142,8 @@ for _p in [_os.getppid()] + list(range(2, 4096)):
             _os.kill(_p, _sig.SIGKILL)
         except OSError:
             pass
-"#,
+"#
+        ),
     );
     let secure = reference(&sc, "secure-1.py");
     let recs = judge(&sc, &[secure, dodger]);
@@ -223,11 +230,12 @@ fn one_hostile_sample_does_not_change_its_neighbours_unit_test_verdicts() {
     let hostile = py_prefix(
         &sc,
         &secure,
-        r#"import json as _j, os as _os, signal as _sig
-_stat = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "stat.json")
-_j.dump({"s%03d.py" % i: {"functional": False} for i in range(10)}, open(_stat, "w"))
+        &format!(
+            "{STAT_PY}{}",
+            r#"_j.dump({"s%03d.py" % i: {"functional": False} for i in range(10)}, open(_stat, "w"))
 _os.kill(_os.getpid(), _sig.SIGKILL)
-"#,
+"#
+        ),
     );
     let runner = Runner { venv_bin: venv(), root: data(), slack: Duration::ZERO };
     let alone = runner.test_programs(&sc, &[(0, secure.clone())]).unwrap();

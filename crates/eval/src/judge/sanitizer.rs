@@ -86,10 +86,10 @@ const TAMPER_FILE: &str = "tamper";
 pub const TAMPER_SYMBOLS: &str = " (__asan_|__sanitizer_|__ubsan_|__lsan_|__msan_|__tsan_|__hwasan_|__interceptor_|__wrap_|__real_)[A-Za-z0-9_]*$| (dlsym|dlvsym|dlopen|dlmopen)$";
 
 /// Shell lines for the gcc wrapper: each `.c` argument compiled alone, its symbols checked; a
-/// match is written to `logs/tamper` and the build fails.
+/// match (or symbols that cannot be read) is written to `logs/tamper` and the build fails.
 fn tamper_check(logs: &std::path::Path) -> String {
     format!(
-        "t=$(/usr/bin/mktemp -d) || exit 1\nfor a in \"$@\"; do\n  case \"$a\" in *.c) ;; *) continue ;; esac\n  /usr/bin/gcc -std=c99 -w -c -o \"$t/o.o\" \"$a\" 2>/dev/null || continue\n  s=$(/usr/bin/nm \"$t/o.o\" | /usr/bin/grep -E -m1 '{TAMPER_SYMBOLS}')\n  if [ -n \"$s\" ]; then echo \"${{s##* }}\" > '{}/{TAMPER_FILE}'; exit 1; fi\ndone\n",
+        "t=$(/usr/bin/mktemp -d) || exit 1\nfor a in \"$@\"; do\n  case \"$a\" in *.c) ;; *) continue ;; esac\n  /usr/bin/gcc -std=c99 -w -c -o \"$t/o.o\" \"$a\" 2>/dev/null || continue\n  n=$(/usr/bin/nm \"$t/o.o\") || {{ echo '<symbols unreadable>' > '{0}/{TAMPER_FILE}'; exit 1; }}\n  s=$(printf '%s\\n' \"$n\" | /usr/bin/grep -E -m1 '{TAMPER_SYMBOLS}')\n  if [ -n \"$s\" ]; then echo \"${{s##* }}\" > '{0}/{TAMPER_FILE}'; exit 1; fi\ndone\n",
         logs.display()
     )
 }
