@@ -72,6 +72,11 @@ pub struct BenchArgs {
     pub data: Option<PathBuf>,
     #[arg(long = "scenario", short = 's', value_name = "FILTER", help = SCENARIO_HELP)]
     pub scenarios: Vec<String>,
+    /// The part of the benchmark to run: `selection` (choose settings here), `confirmation`
+    /// (report figures from here) or `all`. The parts split each folder's CWEs alternately in
+    /// numeric order, computed over the whole benchmark (docs/methods.md).
+    #[arg(long, value_enum, default_value = "all")]
+    pub split: deepguard_eval::split::Part,
 }
 
 impl BenchArgs {
@@ -98,7 +103,7 @@ impl BenchArgs {
                 None => filters.push(f.clone()),
             }
         }
-        let root = BenchArgs { data, scenarios: vec![] }.root()?;
+        let root = BenchArgs { data, scenarios: vec![], split: self.split }.root()?;
         let (scenarios, skipped) = discover_all(&root, &filters).map_err(|e| match self.scenarios.iter().find(|f| Path::new(f).is_dir()) {
             Some(dir) => anyhow::anyhow!("{e:#}; {dir} is a folder but not a scenario folder (one holding info.json); name scenarios by id, e.g. -s base/cwe-089/0-py"),
             None => e,
@@ -106,6 +111,16 @@ impl BenchArgs {
         for s in &skipped {
             eprintln!("warning: skipped {s}");
         }
+        let scenarios = if self.split == deepguard_eval::split::Part::All {
+            scenarios
+        } else {
+            let n = scenarios.len();
+            let kept = deepguard_eval::split::narrow(&discover_all(&root, &[])?.0, scenarios, self.split);
+            if kept.is_empty() {
+                anyhow::bail!("{}: none of the {n} chosen scenarios is in the {} split", root.display(), format!("{:?}", self.split).to_lowercase());
+            }
+            kept
+        };
         Ok((root, scenarios, skipped))
     }
 }
@@ -325,18 +340,29 @@ mod tests {
     #[test]
     fn a_scenario_folder_path_selects_that_scenario() {
         let dir = bench().join("sec_eval/base/cwe-089/0-py");
-        let (root, found, _) = BenchArgs { data: None, scenarios: vec![dir.display().to_string()] }.load().unwrap();
+        let (root, found, _) = BenchArgs { data: None, scenarios: vec![dir.display().to_string()], split: Default::default() }.load().unwrap();
         assert_eq!(root, bench(), "the benchmark the folder lies in");
         assert_eq!(found.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["base/cwe-089/0-py"]);
         // An id filter still works as before.
-        let (_, found, _) = BenchArgs { data: Some(bench()), scenarios: vec!["base/cwe-089/0-py".into()] }.load().unwrap();
+        let (_, found, _) = BenchArgs { data: Some(bench()), scenarios: vec!["base/cwe-089/0-py".into()], split: Default::default() }.load().unwrap();
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn the_split_narrows_the_chosen_scenarios_and_an_empty_result_is_one_error() {
+        use deepguard_eval::split::Part;
+        let load = |f: &str, split| BenchArgs { data: Some(bench()), scenarios: vec![f.into()], split }.load();
+        let conf = load("cwe-089", Part::Confirmation).unwrap().1;
+        assert_eq!(conf.len(), 3, "CWE-089 is a confirmation CWE");
+        let e = format!("{:#}", load("cwe-089", Part::Selection).unwrap_err());
+        assert!(e.contains("none of the 3 chosen scenarios is in the selection split") && e.contains(&bench().display().to_string()), "{e}");
+        assert_eq!(load("base/", Part::Selection).unwrap().1.len(), 12, "base's selection CWEs: 022, 079, 125, 416, 787");
     }
 
     #[test]
     fn a_folder_that_is_not_a_scenario_says_how_to_name_one() {
         let dir = bench().join("sec_eval/base");
-        let e = format!("{:#}", BenchArgs { data: Some(bench()), scenarios: vec![dir.display().to_string()] }.load().unwrap_err());
+        let e = format!("{:#}", BenchArgs { data: Some(bench()), scenarios: vec![dir.display().to_string()], split: Default::default() }.load().unwrap_err());
         assert!(e.contains("not a scenario folder") && e.contains("-s base/cwe-089/0-py"), "{e}");
     }
 }

@@ -5,7 +5,7 @@
 use crate::args::JsonArgs;
 use crate::eval::{config, print_summary, RunArgs};
 use anyhow::{bail, Result};
-use deepguard_eval::compare::write_tables;
+use deepguard_eval::compare::{write_tables, Groups};
 use deepguard_eval::pipeline::{self, Stage};
 use deepguard_eval::report;
 use deepguard_eval::rerank::{method_of, Candidates};
@@ -36,7 +36,8 @@ pub fn run(a: Args) -> Result<()> {
         bail!("two --method specs give the same method name ({names:?}); each method needs its own folder");
     }
     let mut cfg = config(&a.run, Stage::Judge)?;
-    let shard = a.run.shard.narrow(&mut cfg, Command::Compare { methods: methods.iter().map(|m| m.name()).collect(), resamples: a.resamples })?;
+    let groups = groups(&a.methods, &cfg.data)?;
+    let shard = a.run.shard.narrow(&mut cfg, Command::Compare { methods: methods.iter().map(|m| m.name()).collect(), resamples: a.resamples, groups: groups.clone() })?;
     let p = &cfg.params;
     eprintln!("compare {} methods on {} scenarios from {} (n={}, T={}, top-p={}, seed {})", methods.len(), cfg.scenarios.len(), cfg.data.display(), p.n, p.temperature, p.top_p, p.seed);
     for m in &methods {
@@ -53,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
     for r in &runs {
         print_summary(r);
     }
-    let (md, json) = write_tables(&cfg.out, &runs, a.resamples, &cfg.params, &judge)?;
+    let (md, json) = write_tables(&cfg.out, &runs, a.resamples, &cfg.params, &judge, &groups)?;
     // Only guards and steering have something to report: no model is loaded for the others.
     let refs: Vec<&dyn deepguard_runtime::generate::Method> = methods.iter().zip(&a.methods).filter(|(_, s)| s.guard.is_some() || s.steer.is_some()).map(|(m, _)| m.as_ref() as &dyn deepguard_runtime::generate::Method).collect();
     let diagnostics = if refs.is_empty() { vec![] } else { deepguard_eval::diagnose::diagnose(&cfg.scenarios, &refs, &|| crate::load_model(&cfg.model))? };
@@ -72,4 +73,36 @@ pub fn run(a: Args) -> Result<()> {
     }
     eprintln!("compare: {} (.md, .json, .svg); per-method reports: {}", cfg.out.join("compare").display(), cfg.out.join("report").display());
     Ok(())
+}
+
+/// What `held-out` means here: CWEs absent from the compared guards' training data (as their
+/// folders record it), else from SVEN's train split beside the benchmark (`deepguard train`'s
+/// default data, which untrained methods are read against), else the benchmark's `untrain/`.
+fn groups(specs: &[MethodSpec], data: &std::path::Path) -> Result<Groups> {
+    let mut trained = std::collections::BTreeSet::new();
+    let mut from = Vec::new();
+    for g in specs.iter().filter_map(|s| s.guard.as_ref()) {
+        let meta = deepguard_methods::guard::Guard::read_meta(&g.dir)?;
+        if meta.cwes.is_empty() {
+            continue;
+        }
+        trained.extend(meta.cwes.iter().filter_map(|c| deepguard_methods::data::Cwe::parse(c).ok()).map(|c| c.0));
+        from.push(format!("guard {}", g.dir.display()));
+    }
+    if !from.is_empty() {
+        return Ok(Groups { trained: Some(trained), source: from.join(", ") });
+    }
+    let sven = data.parent().map(|p| p.join("sven/train")).filter(|p| p.is_dir());
+    if let Some(dir) = sven {
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(c) = name.strip_suffix(".jsonl").and_then(|n| deepguard_methods::data::Cwe::parse(n).ok()) {
+                trained.insert(c.0);
+            }
+        }
+        if !trained.is_empty() {
+            return Ok(Groups { trained: Some(trained), source: format!("SVEN train, {}", dir.display()) });
+        }
+    }
+    Ok(Groups::default())
 }

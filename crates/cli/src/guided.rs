@@ -57,6 +57,6 @@ pub struct RerankArgs {
 
 impl RerankArgs {
     pub fn spec(&self) -> Option<RerankSpec> {
-        self.rerank.map(|k| RerankSpec { k: k as usize, by: self.rerank_by })
+        self.rerank.map(|k| RerankSpec { k: k as usize, by: self.rerank_by, temperature: None })
     }
 }

@@ -2,7 +2,8 @@
 //! differences against a baseline, and a paired bootstrap over scenarios for a 95% interval of
 //! the mean change. Scenarios are the unit of resampling (samples of one scenario are not
 //! independent draws of the benchmark), so the interval says how much of a gain would survive
-//! another draw of scenarios like these. Held-out CWEs (split `untrain`) are reported apart.
+//! another draw of scenarios like these. Scenarios of CWEs absent from the training data are
+//! reported apart as the `held-out` group ([`Groups`]).
 
 use crate::metrics::{Rates, Table};
 use crate::report::MethodRun;
@@ -10,7 +11,7 @@ use deepguard_runtime::files::write_atomic;
 use deepguard_runtime::generate::SamplingParams;
 use deepguard_runtime::rng::SplitMix;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -63,6 +64,8 @@ pub struct MethodDiffs {
     pub groups: BTreeMap<String, Vec<Diff>>,
     /// Per scenario: (id, [metric deltas]).
     pub per_scenario: Vec<(String, Vec<f64>)>,
+    /// What the method's kept samples cost.
+    pub cost: crate::report::CostSummary,
 }
 
 /// Per-scenario rates of one of a run's tables, by scenario id.
@@ -70,12 +73,41 @@ fn rates(table: &Table) -> BTreeMap<String, (Rates, usize)> {
     table.scenarios.iter().map(|r| (r.name.clone(), (r.rates, r.counts.n))).collect()
 }
 
-/// The group a scenario belongs to by its split (`base/...` trained CWEs, `untrain/...` held out).
-pub fn group_of(id: &str) -> &'static str {
-    if id.starts_with("untrain/") {
-        "held-out"
-    } else {
-        "trained"
+/// What makes a scenario `held-out`: its CWE is absent from the training data. Without a known
+/// training set, the benchmark's own split folders say it (`untrain/...`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Groups {
+    /// CWE numbers of the training data (None: by split folder).
+    pub trained: Option<BTreeSet<u32>>,
+    /// Where the set came from, as the table says it.
+    pub source: String,
+}
+
+/// The CWE number in a scenario id (`<split>/cwe-089/<name>`).
+fn cwe_number(id: &str) -> Option<u32> {
+    id.split('/').find_map(|p| p.to_ascii_lowercase().strip_prefix("cwe-").and_then(|n| n.parse().ok()))
+}
+
+impl Groups {
+    /// The group a scenario belongs to.
+    pub fn group_of(&self, id: &str) -> &'static str {
+        let held_out = match &self.trained {
+            Some(t) => cwe_number(id).is_none_or(|c| !t.contains(&c)),
+            None => id.starts_with("untrain/"),
+        };
+        if held_out {
+            "held-out"
+        } else {
+            "trained"
+        }
+    }
+
+    /// The sentence the table prints.
+    pub fn describe(&self) -> String {
+        match &self.trained {
+            Some(t) => format!("`held-out`: scenarios whose CWE is absent from the training data ({}: CWE {})", self.source, t.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")),
+            None => "`held-out`: the benchmark's `untrain/` scenarios (no training data was named)".into(),
+        }
     }
 }
 
@@ -94,14 +126,14 @@ pub fn bootstrap(d: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
 }
 
 /// Compares `other` with `base` over the scenarios complete in both.
-pub fn compare(base: &MethodRun, other: &MethodRun, resamples: usize, seed: u64) -> MethodDiffs {
+pub fn compare(base: &MethodRun, other: &MethodRun, groups_of: &Groups, resamples: usize, seed: u64) -> MethodDiffs {
     let per_metric: Vec<_> = METRICS.iter().map(|(_, t, _)| (rates(t(base)), rates(t(other)))).collect();
     // Scenarios complete in both runs: those of the combined table (the first metric's).
     let (b, o) = &per_metric[0];
     let ids: Vec<&String> = b.keys().filter(|k| o.contains_key(*k)).collect();
     let mut groups = BTreeMap::new();
     for group in ["all", "trained", "held-out"] {
-        let sel: Vec<&String> = ids.iter().copied().filter(|id| group == "all" || group_of(id) == group).collect();
+        let sel: Vec<&String> = ids.iter().copied().filter(|id| group == "all" || groups_of.group_of(id) == group).collect();
         if sel.is_empty() {
             continue;
         }
@@ -140,16 +172,25 @@ pub fn compare(base: &MethodRun, other: &MethodRun, resamples: usize, seed: u64)
             ((*id).clone(), d.collect())
         })
         .collect();
-    MethodDiffs { method: other.method.clone(), groups, per_scenario }
+    MethodDiffs { method: other.method.clone(), groups, per_scenario, cost: other.cost.clone() }
 }
 
 fn pp(x: f64) -> String {
     format!("{:+.1}", 100.0 * x)
 }
 
-/// The comparison table (markdown): one row per method and group.
-pub fn markdown(base: &str, all: &[MethodDiffs], judge: &str) -> String {
-    let mut s = format!("# deepguard compare\n\nBaseline `{base}`; judge `{judge}` (a sample is insecure when any counting backend flags it). Figures are means over scenarios of per-scenario rates, in points; Δ is the paired change against the baseline with its 95% bootstrap interval over scenarios (10,000 resamples). Security rate: secure among parsed samples, working or not. An interval that contains 0 is within noise.\n\n");
+/// A cost cell: the mean per kept sample, and its ratio to the baseline's.
+fn cost_cell(v: Option<f64>, base: Option<f64>, digits: usize) -> String {
+    match (v, base) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{v:.digits$} ({:.2}×)", v / b),
+        (Some(v), _) => format!("{v:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+/// The comparison table (markdown): one row per method and group, then the cost of each method.
+pub fn markdown(base: &crate::report::CostSummary, base_name: &str, all: &[MethodDiffs], judge: &str, groups: &Groups) -> String {
+    let mut s = format!("# deepguard compare\n\nBaseline `{base_name}`; judge `{judge}` (a sample is insecure when any counting backend flags it). Figures are means over scenarios of per-scenario rates, in points; Δ is the paired change against the baseline with its 95% bootstrap interval over scenarios (10,000 resamples). Security rate: secure among parsed samples, working or not. An interval that contains 0 is within noise. {}.\n\n", groups.describe());
     s += "| method | scenarios | group | samples | pass@1 base → method | Δ pass@1 [95% CI] | sec-pass@1 base → method | Δ sec-pass@1 [95% CI] | scenarios better / worse / equal (sec-pass@1) | Δ sec-pass@1, security tests only [95% CI] (scenarios) | security rate base → method | Δ security rate [95% CI] |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for m in all {
         for (g, ds) in &m.groups {
@@ -177,7 +218,19 @@ pub fn markdown(base: &str, all: &[MethodDiffs], judge: &str) -> String {
             );
         }
     }
-    s += "\n`*`: the 95% interval excludes 0.\n";
+    s += "\n`*`: the 95% interval excludes 0.\n\n## Cost per kept sample\n\nTokens generated (every candidate and repair round behind a kept sample) and wall time on this machine, means over the kept samples of the complete scenarios, with the ratio to the baseline's. Distinct: different programs among a rerank's candidates per group. Repaired: drafts the repair's checks flagged, and how many of them it left unflagged.\n\n| method | samples | tokens / sample | seconds / sample | distinct / group | repaired / flagged |\n|---|---|---|---|---|---|\n";
+    let row = |name: &str, c: &crate::report::CostSummary| {
+        let d = c.distinct.map_or("–".into(), |d| format!("{d:.2}"));
+        let r = match (c.repaired, c.flagged) {
+            (Some(r), Some(f)) => format!("{r} / {f}"),
+            _ => "–".into(),
+        };
+        format!("| {name} | {} | {} | {} | {d} | {r} |\n", c.samples, cost_cell(Some(c.tokens), Some(base.tokens), 1), cost_cell(c.secs, base.secs, 2))
+    };
+    s += &row(base_name, base);
+    for m in all {
+        s += &row(&m.method, &m.cost);
+    }
     s
 }
 
@@ -205,14 +258,24 @@ const NAME_CHARS: usize = 40;
 /// A chart of Δ with its interval per method (group `all`), one panel per metric that has data
 /// (a benchmark without security tests has no "exploit" panel). The drawing fits
 /// [`SVG_MAX_WIDTH`] and every label stays inside its view box.
-pub fn svg(all: &[MethodDiffs]) -> String {
+pub fn svg(all: &[MethodDiffs], base_tokens: Option<f64>) -> String {
     const FONT: f64 = 11.0;
     fn diff(m: &MethodDiffs, k: usize) -> Option<&Diff> {
         m.groups.get("all").map(|g| &g[k]).filter(|d| d.scenarios > 0 && d.delta.is_finite())
     }
     let panels: Vec<usize> = (0..METRICS.len()).filter(|&k| all.iter().any(|m| diff(m, k).is_some())).collect();
     let names: Vec<String> = all.iter().map(|m| label(&m.method, NAME_CHARS)).collect();
-    let left = 12.0 + all.iter().map(|m| text_width(m.method.chars().count().min(NAME_CHARS), FONT)).fold(40.0, f64::max);
+    // The method's cost under its name: tokens per kept sample, and times the baseline's.
+    let costs: Vec<Option<String>> = all
+        .iter()
+        .map(|m| base_tokens.filter(|b| *b > 0.0 && m.cost.samples > 0).map(|b| format!("{:.0} tok/sample ({:.1}× base)", m.cost.tokens, m.cost.tokens / b)))
+        .collect();
+    let left = 12.0
+        + all
+            .iter()
+            .zip(&costs)
+            .map(|(m, c)| text_width(m.method.chars().count().min(NAME_CHARS), FONT).max(c.as_ref().map_or(0.0, |c| text_width(c.chars().count(), 9.0))))
+            .fold(40.0, f64::max);
     let (row, top, gap) = (26.0, 56.0, 20.0);
     let w = ((SVG_MAX_WIDTH - left) / panels.len().max(1) as f64 - gap).clamp(150.0, 360.0);
     const EMPTY: &str = "no metric has scenarios in both runs";
@@ -224,6 +287,9 @@ pub fn svg(all: &[MethodDiffs]) -> String {
     let _ = write!(s, "<rect width=\"{width}\" height=\"{h}\" fill=\"white\"/>");
     for (i, name) in names.iter().enumerate() {
         let _ = write!(s, "<text x=\"4\" y=\"{}\">{name}<title>{}</title></text>", top - 10.0 + row * i as f64, xml(&all[i].method));
+        if let Some(c) = &costs[i] {
+            let _ = write!(s, "<text x=\"4\" y=\"{}\" font-size=\"9\" fill=\"#777\">{}</text>", top + 1.0 + row * i as f64, xml(c));
+        }
     }
     if panels.is_empty() {
         let _ = write!(s, "<text x=\"{left}\" y=\"14\">{EMPTY}</text>");
@@ -268,13 +334,14 @@ pub fn svg(all: &[MethodDiffs]) -> String {
 
 /// Compares every run after the first with the first (the baseline) and writes `compare.md`,
 /// `compare.svg` and `compare.json` into `out`. Returns the markdown and the JSON.
-pub fn write_tables(out: &Path, runs: &[MethodRun], resamples: usize, sampling: &SamplingParams, judge: &str) -> anyhow::Result<(String, serde_json::Value)> {
+pub fn write_tables(out: &Path, runs: &[MethodRun], resamples: usize, sampling: &SamplingParams, judge: &str, groups: &Groups) -> anyhow::Result<(String, serde_json::Value)> {
     let Some(base) = runs.first() else { anyhow::bail!("nothing to compare: no method") };
-    let diffs: Vec<MethodDiffs> = runs[1..].iter().map(|r| compare(base, r, resamples, sampling.seed)).collect();
-    let md = markdown(&base.method, &diffs, judge);
+    let diffs: Vec<MethodDiffs> = runs[1..].iter().map(|r| compare(base, r, groups, resamples, sampling.seed)).collect();
+    let md = markdown(&base.cost, &base.method, &diffs, judge, groups);
     write_atomic(&out.join("compare.md"), md.as_bytes())?;
-    write_atomic(&out.join("compare.svg"), svg(&diffs).as_bytes())?;
-    let json = serde_json::json!({"baseline": base.method, "judge": judge, "sampling": sampling, "methods": diffs});
+    let base_tokens = (base.cost.samples > 0).then_some(base.cost.tokens);
+    write_atomic(&out.join("compare.svg"), svg(&diffs, base_tokens).as_bytes())?;
+    let json = serde_json::json!({"baseline": base.method, "baseline_cost": base.cost, "judge": judge, "sampling": sampling, "groups": groups, "methods": diffs});
     write_atomic(&out.join("compare.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok((md, json))
 }
@@ -303,6 +370,7 @@ mod tests {
             static_only: vec![],
             complete: outcomes.len(),
             total: outcomes.len(),
+            cost: Default::default(),
             detail: vec![],
         }
     }
@@ -314,7 +382,7 @@ mod tests {
         const B: (bool, bool) = (false, true); // broken, secure
         let base = run("base", &[("base/cwe-089/0-py", &[V, V]), ("base/cwe-089/1-py", &[W, V]), ("untrain/cwe-089/2-py", &[W, W]), ("base/only-in-base", &[V, V])]);
         let m = run("m", &[("base/cwe-089/0-py", &[W, W]), ("base/cwe-089/1-py", &[W, B]), ("untrain/cwe-089/2-py", &[W, V])]);
-        let d = compare(&base, &m, 2000, 1);
+        let d = compare(&base, &m, &Groups::default(), 2000, 1);
         // The scenario missing from the method is left out of every figure.
         assert_eq!(d.per_scenario.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["base/cwe-089/0-py", "base/cwe-089/1-py", "untrain/cwe-089/2-py"]);
         let names: Vec<&str> = d.groups["all"].iter().map(|x| x.metric.as_str()).collect();
@@ -331,9 +399,24 @@ mod tests {
         assert!((d.groups["held-out"][1].delta + 0.5).abs() < 1e-12);
         assert!((d.groups["trained"][1].delta - 0.5).abs() < 1e-12);
         // The table has the security-rate column, with the base and method means.
-        let md = markdown("base", &[d], "j");
+        // With the training CWEs known, held-out means "CWE absent from them".
+        let by_cwe = Groups { trained: Some([22, 78].into_iter().collect()), source: "guard g".into() };
+        let d2 = compare(&base, &m, &by_cwe, 2000, 1);
+        assert_eq!(d2.groups["held-out"][1].scenarios, 3, "CWE-089 is in no training pair, untrain/ or not");
+        assert!(!d2.groups.contains_key("trained"));
+        assert_eq!(by_cwe.group_of("base/cwe-078/1-py"), "trained");
+        assert_eq!(by_cwe.group_of("untrain/cwe-022/0-py"), "trained", "a CWE in training is trained whatever its folder");
+        // The table has the security-rate column, with the base and method means.
+        let mut m_cost = d.clone();
+        m_cost.cost = crate::report::CostSummary { samples: 6, tokens: 300.0, secs: Some(3.0), distinct: Some(2.5), flagged: Some(4), repaired: Some(3) };
+        let base_cost = crate::report::CostSummary { samples: 8, tokens: 100.0, secs: Some(1.5), ..Default::default() };
+        let md = markdown(&base_cost, "base", &[m_cost], "j", &by_cwe);
         let row = md.lines().find(|l| l.starts_with("| m | 3 | all |")).expect("row for group all");
         assert!(row.contains("| 50.0 → 83.3 | +33.3 ["), "{row}");
+        assert!(md.contains("CWE 22, 78"), "the table says what held-out means: {md}");
+        let cost = md.lines().find(|l| l.starts_with("| m | 6 |")).expect("cost row");
+        assert_eq!(cost, "| m | 6 | 300.0 (3.00×) | 3.00 (2.00×) | 2.50 | 3 / 4 |");
+        assert!(md.contains("| base | 8 | 100.0 (1.00×) | 1.50 (1.00×) | – | – |"), "{md}");
     }
 
     #[test]

@@ -29,12 +29,40 @@ pub struct SampleRec {
     /// With a rerank by the analyzer: the method's security score of the cut code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
+    /// What producing this sample cost: with a rerank or a repair, every candidate and round
+    /// behind it (runs of earlier releases: None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+    /// With a rerank: distinct programs (whitespace aside) among this sample's candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<usize>,
+    /// With a repair: every version the loop produced and the one kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<crate::repair::Trace>,
+}
+
+/// Tokens generated and wall time spent for a sample.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Cost {
+    pub tokens: usize,
+    pub secs: f64,
+}
+
+impl Cost {
+    pub fn plus(self, o: Cost) -> Cost {
+        Cost { tokens: self.tokens + o.tokens, secs: self.secs + o.secs }
+    }
 }
 
 impl SampleRec {
     /// The complete program: prompt + cut completion.
     pub fn program(&self, sc: &Scenario) -> String {
         format!("{}{}", sc.prompt(), self.cut.code)
+    }
+
+    /// Its cost as recorded, else its own tokens (earlier runs recorded no time).
+    pub fn cost(&self) -> Cost {
+        self.cost.unwrap_or(Cost { tokens: self.tokens, secs: 0.0 })
     }
 }
 
@@ -86,8 +114,11 @@ pub fn generate_scenario(model: &Model, method: &dyn Method, sc: &Scenario, para
     if let (true, Some(eos)) = (stop_at_end, eos) {
         guidance.processors.push(Box::new(StopAtFunctionEnd { lang: sc.lang, prompt: prompt.clone(), texts: texts.clone(), eos }));
     }
+    let t0 = std::time::Instant::now();
     let g = generate(model, &ids, params, &mut guidance, &mut |s, delta| texts.lock().unwrap()[s].push_str(delta))
         .with_context(|| format!("generation failed for {}", sc.id))?;
+    // The scenario's wall time (prompt scoring, prefill, the batch's decoding), shared evenly.
+    let secs = t0.elapsed().as_secs_f64() / params.n.max(1) as f64;
     Ok(g.samples
         .into_iter()
         .enumerate()
@@ -100,6 +131,9 @@ pub fn generate_scenario(model: &Model, method: &dyn Method, sc: &Scenario, para
             tokens: s.tokens.len(),
             candidate: None,
             score: None,
+            cost: Some(Cost { tokens: s.tokens.len(), secs }),
+            distinct: None,
+            repair: None,
         })
         .collect())
 }

@@ -265,10 +265,10 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Merged> {
     let scenarios = &m0.scenarios;
     let (runs, compare) = match &m0.command {
         Command::Eval => (report_folder(out, scenarios, &m0.skipped, &m0.judge)?, None),
-        Command::Compare { methods: order, resamples } => {
+        Command::Compare { methods: order, resamples, groups } => {
             let runs = order.iter().map(|m| report::load_method(&out.join(m), scenarios, &m0.judge)).collect::<Result<Vec<_>>>()?;
             report::write_all(out, &runs, &m0.skipped)?;
-            let c = crate::compare::write_tables(out, &runs, *resamples, &m0.sampling, &m0.judge)?;
+            let c = crate::compare::write_tables(out, &runs, *resamples, &m0.sampling, &m0.judge, groups)?;
             (runs, Some(c))
         }
     };

@@ -123,44 +123,111 @@ pub fn run(cfg: &EvalConfig, method: &dyn Candidates, load_model: &dyn Fn() -> R
     Ok(times)
 }
 
+/// The model, loaded and prepared for the method on first use.
+struct Lazy<'a> {
+    model: Option<Model>,
+    load: &'a dyn Fn() -> Result<Model>,
+    method: &'a dyn Candidates,
+}
+
+impl Lazy<'_> {
+    fn get(&mut self) -> Result<&Model> {
+        if self.model.is_none() {
+            let mut m = (self.load)()?;
+            self.method.prepare(&mut m)?;
+            self.model = Some(m);
+        }
+        Ok(self.model.as_ref().unwrap())
+    }
+}
+
 /// 1. Generation: n samples per scenario not yet stored. A method with several candidates per
 /// sample ([`Candidates::candidates`]) generates `n * k` into `candidates.jsonl`, and the rerank
-/// step keeps `n` of them in `samples.jsonl` ([`crate::rerank`]).
+/// step keeps `n` of them ([`crate::rerank`]); a method with a repair loop keeps its drafts in
+/// `drafts.jsonl`, and the repair step writes what it keeps ([`crate::repair`]). What ends in
+/// `samples.jsonl` is what the later stages test and judge.
 pub fn generate_stage(cfg: &EvalConfig, method: &dyn Candidates, mdir: &Path, load_model: &dyn Fn() -> Result<Model>) -> Result<()> {
     let (n, k) = (cfg.params.n, method.candidates().max(1));
-    let store = Jsonl::new(mdir.join(if k > 1 { "candidates.jsonl" } else { "samples.jsonl" }));
+    let kept_file = if method.repair().is_some() { "drafts.jsonl" } else { "samples.jsonl" };
+    let store = Jsonl::new(mdir.join(if k > 1 { "candidates.jsonl" } else { kept_file }));
     let have = load_samples(&store)?;
     let want = n * k;
     let todo: Vec<&Scenario> = cfg.scenarios.iter().filter(|s| have.get(&s.id).map_or(0, |v| v.len()) < want).collect();
+    let mut model = Lazy { model: None, load: load_model, method };
     if !todo.is_empty() && cfg.generate {
-        let mut model = load_model()?;
-        method.prepare(&mut model)?;
-        let params = SamplingParams { n: want, ..cfg.params.clone() };
+        let model = model.get()?;
+        // With a candidate temperature, the first candidate of each group is drawn as the
+        // method alone would draw it (same seeds and temperature), the others at that
+        // temperature; sample j keeps its seed either way.
+        let t = method.candidate_temperature().filter(|_| k > 1);
+        let draws: Vec<(usize, SamplingParams)> = match t {
+            Some(t) => vec![
+                (0, SamplingParams { n, ..cfg.params.clone() }),
+                (n, SamplingParams { n: n * (k - 1), temperature: t, seed: cfg.params.seed.wrapping_add((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)), ..cfg.params.clone() }),
+            ],
+            None => vec![(0, SamplingParams { n: want, ..cfg.params.clone() })],
+        };
         let pb = Progress::new((todo.len() * want) as u64, &format!("generate {}", method.name()), if k > 1 { "candidates" } else { "samples" });
         for sc in todo {
             pb.set_message(sc.id.clone());
-            for mut r in generate_scenario(&model, method, sc, &params, cfg.stop_at_function_end)? {
-                if k > 1 {
-                    r.score = method.code_score(&model, &r.cut.code)?;
+            for (first, params) in &draws {
+                for mut r in generate_scenario(model, method, sc, params, cfg.stop_at_function_end)? {
+                    r.idx += first;
+                    if k > 1 {
+                        r.score = method.code_score(model, &r.cut.code)?;
+                    }
+                    store.append(&r)?;
                 }
-                store.append(&r)?;
+                pb.inc(params.n as u64);
             }
-            pb.inc(want as u64);
         }
         pb.finish();
     }
     if k > 1 {
-        rerank_stage(cfg, mdir, n, k, method.candidates_judged())?;
+        rerank_stage(cfg, mdir, n, k, method.candidates_judged(), kept_file)?;
     }
+    if let Some(spec) = method.repair() {
+        repair_stage(cfg, method, &spec, mdir, &mut model)?;
+    }
+    Ok(())
+}
+
+/// 1c. Repair: for every scenario whose drafts are all there and whose kept samples are not,
+/// the check-repair-choose loop ([`crate::repair`]), a few scenarios per batch of checks.
+fn repair_stage(cfg: &EvalConfig, method: &dyn Candidates, spec: &deepguard_methods::spec::RepairSpec, mdir: &Path, model: &mut Lazy) -> Result<()> {
+    let n = cfg.params.n;
+    let drafts = load_samples(&Jsonl::new(mdir.join("drafts.jsonl")))?;
+    let store = Jsonl::new(mdir.join("samples.jsonl"));
+    let kept = load_samples(&store)?;
+    let todo: Vec<(&Scenario, Vec<SampleRec>)> = cfg
+        .scenarios
+        .iter()
+        .filter(|sc| kept.get(&sc.id).map_or(0, |v| v.len()) < n)
+        .filter_map(|sc| drafts.get(&sc.id).filter(|d| d.len() >= n).map(|d| (sc, d[..n].to_vec())))
+        .collect();
+    if todo.is_empty() || !cfg.generate {
+        return Ok(());
+    }
+    let checks = crate::repair::Checks { judge: rerank::scorer(Judge::default_for(&cfg.venv_bin, &cfg.rules, None)), venv_bin: cfg.venv_bin.clone() };
+    let model = model.get()?;
+    let pb = Progress::new(todo.len() as u64, &format!("repair (up to {} rounds, checked by {} and a build check)", spec.rounds, checks.judge.name()), "scenarios");
+    for chunk in todo.chunks(4) {
+        pb.set_message(chunk[0].0.id.clone());
+        for s in crate::repair::repair(model, method, &checks, spec, &cfg.params, cfg.stop_at_function_end, chunk)? {
+            store.append(&s)?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish();
     Ok(())
 }
 
 /// 1b. Rerank: for every scenario whose candidates are all generated and whose kept samples are
 /// not, score the candidates (static judge when `judged`; analyzer scores are stored with the
-/// candidates) and keep the best of each group.
-fn rerank_stage(cfg: &EvalConfig, mdir: &Path, n: usize, k: usize, judged: bool) -> Result<()> {
+/// candidates) and keep the best of each group in `kept_file`.
+fn rerank_stage(cfg: &EvalConfig, mdir: &Path, n: usize, k: usize, judged: bool, kept_file: &str) -> Result<()> {
     let cands = load_samples(&Jsonl::new(mdir.join("candidates.jsonl")))?;
-    let store = Jsonl::new(mdir.join("samples.jsonl"));
+    let store = Jsonl::new(mdir.join(kept_file));
     let kept = load_samples(&store)?;
     let todo: Vec<(&Scenario, &[SampleRec])> = cfg
         .scenarios

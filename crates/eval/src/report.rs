@@ -37,8 +37,50 @@ pub struct MethodRun {
     /// Scenarios complete (generated, tested, judged) / asked for.
     pub complete: usize,
     pub total: usize,
+    /// What the kept samples of the complete scenarios cost.
+    pub cost: CostSummary,
     #[serde(skip)]
     pub detail: Vec<ScenarioDetail>,
+}
+
+/// Means per kept sample: generated tokens (every candidate and repair round behind it) and
+/// wall time; a rerank's distinct programs per group; a repair's flagged drafts and how many
+/// the loop left unflagged.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CostSummary {
+    pub samples: usize,
+    pub tokens: f64,
+    /// None when a sample has no recorded time (runs of earlier releases).
+    pub secs: Option<f64>,
+    pub distinct: Option<f64>,
+    /// Drafts the repair loop's checks flagged, and of those, how many it repaired until
+    /// nothing flagged them.
+    pub flagged: Option<usize>,
+    pub repaired: Option<usize>,
+}
+
+impl CostSummary {
+    pub fn of(samples: &[&SampleRec]) -> CostSummary {
+        let n = samples.len();
+        if n == 0 {
+            return CostSummary::default();
+        }
+        let mean = |f: &dyn Fn(&SampleRec) -> f64| samples.iter().map(|s| f(s)).sum::<f64>() / n as f64;
+        let all = |f: &dyn Fn(&SampleRec) -> Option<f64>| samples.iter().map(|s| f(s)).collect::<Option<Vec<f64>>>().map(|v| v.iter().sum::<f64>() / n as f64);
+        let traces: Vec<&crate::repair::Trace> = samples.iter().filter_map(|s| s.repair.as_ref()).collect();
+        let repair = (traces.len() == n).then(|| {
+            let flagged: Vec<_> = traces.iter().filter(|t| !t.versions[0].flags.is_empty()).collect();
+            (flagged.len(), flagged.iter().filter(|t| t.versions[t.kept].flags.is_empty() && t.versions[t.kept].broken.is_empty()).count())
+        });
+        CostSummary {
+            samples: n,
+            tokens: mean(&|s| s.cost().tokens as f64),
+            secs: all(&|s| s.cost.map(|c| c.secs)),
+            distinct: all(&|s| s.distinct.map(|d| d as f64)),
+            flagged: repair.map(|r| r.0),
+            repaired: repair.map(|r| r.1),
+        }
+    }
 }
 
 pub struct ScenarioDetail {
@@ -113,6 +155,7 @@ pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<M
         }
         detail.push(ScenarioDetail { scenario: sc.clone(), samples: full });
     }
+    let cost = CostSummary::of(&detail.iter().flat_map(|d| d.samples.iter().map(|s| &s.0)).collect::<Vec<_>>());
     Ok(MethodRun {
         method: mdir.file_name().unwrap().to_string_lossy().into(),
         config,
@@ -125,6 +168,7 @@ pub fn load_method(mdir: &Path, scenarios: &[Scenario], judge: &str) -> Result<M
         static_only,
         complete: rows.len(),
         total: scenarios.len(),
+        cost,
         detail,
     })
 }

@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 use deepguard_methods::guided::Guided;
 pub use deepguard_methods::spec::Scorer;
 use deepguard_methods::spec::MethodSpec;
-use deepguard_runtime::generate::{Base, Guidance, Method, Prompt};
+use deepguard_runtime::generate::{Base, Method};
 use deepguard_runtime::Model;
 
 /// A method as the evaluation runs it: what runtime's [`Method`] does, plus how many candidates
@@ -38,6 +38,15 @@ pub trait Candidates: Method {
     fn code_score(&self, _model: &Model, _code: &str) -> Result<Option<f32>> {
         Ok(None)
     }
+    /// With several candidates: the temperature of all but the first of each group (None: the
+    /// run's).
+    fn candidate_temperature(&self) -> Option<f64> {
+        None
+    }
+    /// The repair loop around the method's kept samples ([`crate::repair`]), if any.
+    fn repair(&self) -> Option<deepguard_methods::spec::RepairSpec> {
+        None
+    }
 }
 
 impl Candidates for Base {}
@@ -48,45 +57,69 @@ impl Candidates for Guided {
     }
 }
 
-/// The method a spec describes: a [`Guided`] method, wrapped in a [`Rerank`] when the spec has
-/// one. Every entry point (eval, compare) builds its methods here.
+/// The method a spec describes: a [`Guided`] method, wrapped in a [`Rerank`] and then a
+/// [`crate::repair::Repair`] when the spec has them. Every entry point (eval, compare) builds
+/// its methods here.
 pub fn method_of(spec: &MethodSpec, verbose: bool) -> Box<dyn Candidates> {
     let inner: Box<dyn Candidates> = Box::new(Guided::new(spec.without_rerank(), verbose));
-    match spec.rerank {
-        Some(r) => Box::new(Rerank { inner, k: r.k, by: r.by }),
+    let inner: Box<dyn Candidates> = match spec.rerank {
+        Some(r) => Box::new(Rerank { inner, k: r.k, by: r.by, temperature: r.temperature }),
+        None => inner,
+    };
+    match spec.repair {
+        Some(r) => Box::new(crate::repair::Repair { inner, spec: r }),
         None => inner,
     }
 }
 
-/// `inner`, with `k` candidates per kept sample, scored by `by`.
+/// The [`Method`] calls a loop around a method (a struct with an `inner` method) passes through:
+/// the model is prepared, prompted and guided as the inner method does it.
+macro_rules! pass_through {
+    () => {
+        fn prepare(&self, model: &mut deepguard_runtime::Model) -> anyhow::Result<()> {
+            self.inner.prepare(model)
+        }
+        fn prompt(&self, model: &deepguard_runtime::Model, prompt: deepguard_runtime::generate::Prompt) -> anyhow::Result<deepguard_runtime::generate::Prompt> {
+            self.inner.prompt(model, prompt)
+        }
+        fn guidance<'a>(&'a self, model: &deepguard_runtime::Model, prompt_ids: &[u32]) -> anyhow::Result<deepguard_runtime::generate::Guidance<'a>> {
+            self.inner.guidance(model, prompt_ids)
+        }
+        fn diagnose(&self, model: &deepguard_runtime::Model, prompts: &[deepguard_runtime::generate::DiagnosticPrompt]) -> anyhow::Result<Option<deepguard_runtime::generate::Diagnosis>> {
+            self.inner.diagnose(model, prompts)
+        }
+    };
+}
+pub(crate) use pass_through;
+
+/// `inner`, with `k` candidates per kept sample, scored by `by`, all but the first of each group
+/// drawn at `temperature` (None: the run's).
 pub struct Rerank {
     pub inner: Box<dyn Candidates>,
     pub k: usize,
     pub by: Scorer,
+    pub temperature: Option<f64>,
 }
 
 impl Method for Rerank {
     fn name(&self) -> String {
-        match self.by {
+        let mut name = match self.by {
             Scorer::Static => format!("{}-rerank{}", self.inner.name(), self.k),
             by => format!("{}-rerank{}-{}", self.inner.name(), self.k, by.name()),
+        };
+        if let Some(t) = self.temperature {
+            name.push_str(&format!("-t{t}"));
         }
+        name
     }
     fn settings(&self) -> serde_json::Value {
-        serde_json::json!({"method": self.inner.settings(), "rerank": {"candidates": self.k, "by": self.by}})
+        let mut v = serde_json::json!({"method": self.inner.settings(), "rerank": {"candidates": self.k, "by": self.by}});
+        if let Some(t) = self.temperature {
+            v["rerank"]["temperature"] = t.into();
+        }
+        v
     }
-    fn prepare(&self, model: &mut Model) -> Result<()> {
-        self.inner.prepare(model)
-    }
-    fn prompt(&self, model: &Model, prompt: Prompt) -> Result<Prompt> {
-        self.inner.prompt(model, prompt)
-    }
-    fn guidance<'a>(&'a self, model: &Model, prompt_ids: &[u32]) -> Result<Guidance<'a>> {
-        self.inner.guidance(model, prompt_ids)
-    }
-    fn diagnose(&self, model: &Model, prompts: &[deepguard_runtime::generate::DiagnosticPrompt]) -> Result<Option<deepguard_runtime::generate::Diagnosis>> {
-        self.inner.diagnose(model, prompts)
-    }
+    crate::rerank::pass_through!();
 }
 
 impl Candidates for Rerank {
@@ -95,6 +128,9 @@ impl Candidates for Rerank {
     }
     fn candidates_judged(&self) -> bool {
         self.by.uses_static()
+    }
+    fn candidate_temperature(&self) -> Option<f64> {
+        self.temperature
     }
     fn code_score(&self, model: &Model, code: &str) -> Result<Option<f32>> {
         if !self.by.uses_analyzer() {
@@ -141,12 +177,23 @@ pub fn select(cands: &[SampleRec], verdicts: Option<&[JudgeRec]>, n: usize, k: u
                 }
             }
             let (_, c) = best?;
+            let group: Vec<&SampleRec> = (0..k).filter_map(|m| cands.iter().find(|c| c.idx == i + m * n)).collect();
             let mut s = c.clone();
             s.candidate = Some(c.idx);
             s.idx = i;
+            s.cost = Some(group.iter().fold(crate::gen::Cost::default(), |a, c| a.plus(c.cost())));
+            s.distinct = Some(distinct(&group));
             Some(s)
         })
         .collect()
+}
+
+/// Distinct programs among candidates (their cut code, whitespace aside).
+pub fn distinct(group: &[&SampleRec]) -> usize {
+    let mut codes: Vec<String> = group.iter().map(|c| c.cut.code.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    codes.sort();
+    codes.dedup();
+    codes.len()
 }
 
 /// Scores every candidate of the scenarios with the static judge, in one batch per backend.
@@ -162,7 +209,7 @@ mod tests {
     use crate::judge::Finding;
 
     fn cand(idx: usize, complete: bool) -> SampleRec {
-        SampleRec { scenario: "s".into(), idx, completion: format!("c{idx}"), cut: Cut { code: format!("c{idx}"), complete }, finish_reason: "stop".into(), tokens: 1, candidate: None, score: None }
+        SampleRec { scenario: "s".into(), idx, completion: format!("c{idx}"), cut: Cut { code: format!("c{idx}"), complete }, finish_reason: "stop".into(), tokens: 1, candidate: None, score: None, cost: None, distinct: None, repair: None }
     }
     fn verdict(idx: usize, counting: usize, other: usize) -> JudgeRec {
         let f = |counts| Finding { tool: "bandit".into(), rule: "B1".into(), cwe: "CWE-78".into(), line: 1, message: String::new(), counts };
@@ -181,6 +228,20 @@ mod tests {
         assert_eq!((kept[0].idx, kept[0].candidate, kept[0].completion.as_str()), (0, Some(2), "c2"));
         // Group 1: 1 and 3 tie on zero counting findings (non-counting ones do not matter): the first wins.
         assert_eq!((kept[1].idx, kept[1].candidate, kept[1].completion.as_str()), (1, Some(1), "c1"));
+        // A kept sample costs its whole group (candidates of earlier runs: their own tokens).
+        assert_eq!(kept[0].cost.unwrap().tokens, 3);
+        assert_eq!(kept[0].distinct, Some(3));
+    }
+
+    #[test]
+    fn distinct_programs_ignore_whitespace() {
+        let mut a = cand(0, true);
+        let mut b = cand(1, true);
+        let c = cand(2, true);
+        a.cut.code = "x = f(y)\n".into();
+        b.cut.code = "x =  f(y)\n\n".into();
+        assert_eq!(distinct(&[&a, &b]), 1);
+        assert_eq!(distinct(&[&a, &b, &c]), 2);
     }
 
     #[test]

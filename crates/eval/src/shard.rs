@@ -152,7 +152,13 @@ pub enum Command {
     Eval,
     /// `deepguard compare`: the methods in order (the first is the baseline) and the bootstrap's
     /// resamples.
-    Compare { methods: Vec<String>, resamples: usize },
+    Compare {
+        methods: Vec<String>,
+        resamples: usize,
+        /// What the `held-out` group means for this comparison.
+        #[serde(default)]
+        groups: crate::compare::Groups,
+    },
 }
 
 /// A shard folder's `shard.json`: the split and everything the merged reports need that the

@@ -6,7 +6,7 @@
 #[path = "../../runtime/tests/support/svg.rs"]
 mod svg;
 
-use deepguard_eval::compare::{compare, svg as compare_svg};
+use deepguard_eval::compare::{compare, svg as compare_svg, Groups};
 use deepguard_eval::metrics::{table, Outcome};
 use deepguard_eval::report::{chart, html, MethodRun};
 
@@ -28,6 +28,7 @@ fn run(method: &str, outcomes: &[(&str, Vec<(bool, bool)>)], exploit: bool) -> M
         static_only: if exploit { vec![] } else { rows.iter().map(|r| r.0.clone()).collect() },
         complete: outcomes.len(),
         total: outcomes.len(),
+        cost: Default::default(),
         detail: vec![],
     }
 }
@@ -55,9 +56,12 @@ fn texts(labels: &[svg::Label]) -> Vec<&str> {
 #[test]
 fn compare_svg_has_a_panel_per_metric_with_data_and_every_label_in_view() {
     for exploit in [true, false] {
-        let rs = runs(exploit);
-        let diffs: Vec<_> = rs[1..].iter().map(|r| compare(&rs[0], r, 2000, 1)).collect();
-        let doc = compare_svg(&diffs);
+        let mut rs = runs(exploit);
+        for (i, r) in rs.iter_mut().enumerate() {
+            r.cost = deepguard_eval::report::CostSummary { samples: 24, tokens: 100.0 * (i + 1) as f64, ..Default::default() };
+        }
+        let diffs: Vec<_> = rs[1..].iter().map(|r| compare(&rs[0], r, &Groups::default(), 2000, 1)).collect();
+        let doc = compare_svg(&diffs, Some(100.0));
         let labels = svg::check_svg(&doc).unwrap_or_else(|e| panic!("exploit={exploit}:\n{e}\n{doc}"));
         let t = texts(&labels);
         let has = |s: &str| t.iter().any(|x| *x == s);
@@ -65,6 +69,8 @@ fn compare_svg_has_a_panel_per_metric_with_data_and_every_label_in_view() {
         assert_eq!(has("Δ sec-pass@1 exploit"), exploit, "the exploit panel is drawn exactly when there are security tests: {t:?}");
         // Every method is named; the long one is cut, with its whole name as a tooltip.
         assert!(has("rerank:4") && t.iter().any(|x| x.starts_with("steer:../shared") && x.ends_with('…')), "{t:?}");
+        // Each method's cost under its name, against the baseline's tokens.
+        assert!(has("400 tok/sample (4.0× base)") && has("200 tok/sample (2.0× base)"), "{t:?}");
         assert!(doc.contains("<title>steer:../shared/vectors/qwen-coder-0.5b-cwe-all:auto@3+guard:"), "the cut name's tooltip");
         // One figure per method and panel; no "–" placeholders when every method has data.
         let figures = t.iter().filter(|x| (x.starts_with('+') || x.starts_with('-')) && x.contains('.')).count();
@@ -74,7 +80,7 @@ fn compare_svg_has_a_panel_per_metric_with_data_and_every_label_in_view() {
         assert!(width <= 1200.0, "exploit={exploit}: {width} px wide");
     }
     // No method at all has data: a line saying so, still a valid drawing.
-    let empty = compare_svg(&[]);
+    let empty = compare_svg(&[], None);
     assert_eq!(texts(&svg::check_svg(&empty).unwrap()), ["no metric has scenarios in both runs"]);
 }
 

@@ -40,6 +40,9 @@ fn samples(sc: &Scenario, completions: &[&str]) -> Vec<SampleRec> {
             tokens: 0,
             candidate: None,
             score: None,
+            cost: None,
+            distinct: None,
+            repair: None,
         })
         .collect()
 }

@@ -58,7 +58,7 @@ fn run_folder(mdir: &Path) -> (String, String, String, String) {
     let mut tests = String::new();
     let mut judged = String::new();
     for idx in 0..3 {
-        let s = SampleRec { scenario: "base/cwe-089/0-py".into(), idx, completion: "    db.execute('DELETE FROM u WHERE e = ?', (email,))\n".into(), cut: Cut { code: "    db.execute('DELETE FROM u WHERE e = ?', (email,))\n".into(), complete: true }, finish_reason: "eos".into(), tokens: 12, candidate: None, score: None };
+        let s = SampleRec { scenario: "base/cwe-089/0-py".into(), idx, completion: "    db.execute('DELETE FROM u WHERE e = ?', (email,))\n".into(), cut: Cut { code: "    db.execute('DELETE FROM u WHERE e = ?', (email,))\n".into(), complete: true }, finish_reason: "eos".into(), tokens: 12, candidate: None, score: None, cost: None, distinct: None, repair: None };
         samples += &(serde_json::to_string(&s).unwrap() + "\n");
         let t = TestRec { scenario: s.scenario.clone(), idx, parsed: true, functional: idx != 1, verdict: "pass".into(), log: "[Exit(0) after 0.1s]\nok".into() };
         tests += &(serde_json::to_string(&t).unwrap() + "\n");

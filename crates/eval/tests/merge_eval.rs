@@ -37,7 +37,7 @@ fn write_method(mdir: &Path, method: &str, scenarios: &[Scenario], params: &Samp
         let k: usize = sc.id.bytes().map(usize::from).sum();
         for idx in 0..params.n {
             let code = format!("    return {k}{idx}\n");
-            let s = SampleRec { scenario: sc.id.clone(), idx, completion: code.clone(), cut: Cut { code, complete: true }, finish_reason: "eos".into(), tokens: 3, candidate: None, score: None };
+            let s = SampleRec { scenario: sc.id.clone(), idx, completion: code.clone(), cut: Cut { code, complete: true }, finish_reason: "eos".into(), tokens: 3, candidate: None, score: None, cost: None, distinct: None, repair: None };
             Jsonl::new(mdir.join("samples.jsonl")).append(&s).unwrap();
             let functional = (k + idx + method.len()) % 2 == 0;
             Jsonl::new(mdir.join("tests.jsonl")).append(&TestRec { scenario: sc.id.clone(), idx, parsed: true, functional, verdict: "pass".into(), log: "ok".into() }).unwrap();

@@ -118,7 +118,7 @@ fn pipeline_reranks_candidates_and_keeps_one_per_group() {
         codeql_repo: None,
         rules: deepguard_eval::judge::tools::semgrep_rules().unwrap(),
     };
-    let m = Rerank { inner: Box::new(Base), k, by: deepguard_eval::rerank::Scorer::Static };
+    let m = Rerank { inner: Box::new(Base), k, by: deepguard_eval::rerank::Scorer::Static, temperature: None };
     assert_eq!(m.name(), "base-rerank3");
     let load = || Model::load(&gguf, &candle_core::Device::Cpu);
     pipeline::run(&cfg, &m, &load).unwrap();

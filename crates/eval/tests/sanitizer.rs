@@ -95,6 +95,9 @@ fn sanitizer_flags_memory_errors_during_the_unit_test() {
             tokens: 0,
             candidate: None,
             score: None,
+            cost: None,
+            distinct: None,
+            repair: None,
         };
         let t = runner.test_scenario(it.scenario, &[rec]).unwrap();
         assert!(t[0].functional, "{}: the correct completion passes its test: {}", it.scenario.id, t[0].log);

@@ -44,6 +44,9 @@ pub struct GuardMeta {
     pub data_hash: String,
     /// Training settings, as JSON.
     pub settings: serde_json::Value,
+    /// The CWEs of its training pairs (`CWE-089` form; empty for guards of earlier releases).
+    #[serde(default)]
+    pub cwes: Vec<String>,
 }
 
 pub struct Guard {
@@ -132,17 +135,27 @@ impl Guard {
         write_atomic(&dir.join(GUARD_FILE), &bytes)
     }
 
-    /// Loads a guard folder for `model`, refusing one built for another model.
-    pub fn load(dir: &Path, model: &Model) -> Result<Guard> {
+    /// What a guard folder says of itself, without a model.
+    pub fn read_meta(dir: &Path) -> Result<GuardMeta> {
         let gp = dir.join(GUARD_FILE);
         let bytes = std::fs::read(&gp).with_context(|| format!("cannot read {} (is {} a guard folder written by `deepguard train`?)", gp.display(), dir.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{}: not a safetensors file: {e}", gp.display()))?;
+        Self::meta_of(&gp, &bytes)
+    }
+
+    fn meta_of(gp: &Path, bytes: &[u8]) -> Result<GuardMeta> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("{}: not a safetensors file: {e}", gp.display()))?;
         let md = header.metadata().clone().unwrap_or_default();
         if md.get("format").map(String::as_str) != Some(FORMAT) {
             bail!("{}: not a deepguard guard file (format {:?})", gp.display(), md.get("format"));
         }
-        let meta: GuardMeta = serde_json::from_str(md.get("meta").ok_or_else(|| anyhow!("{}: metadata lacks `meta`", gp.display()))?)
-            .with_context(|| format!("{}: bad metadata", gp.display()))?;
+        serde_json::from_str(md.get("meta").ok_or_else(|| anyhow!("{}: metadata lacks `meta`", gp.display()))?).with_context(|| format!("{}: bad metadata", gp.display()))
+    }
+
+    /// Loads a guard folder for `model`, refusing one built for another model.
+    pub fn load(dir: &Path, model: &Model) -> Result<Guard> {
+        let gp = dir.join(GUARD_FILE);
+        let bytes = std::fs::read(&gp).with_context(|| format!("cannot read {} (is {} a guard folder written by `deepguard train`?)", gp.display(), dir.display()))?;
+        let meta = Self::meta_of(&gp, &bytes)?;
         let cfg = model.cfg();
         if meta.hidden != cfg.hidden_size || meta.n_layers != cfg.n_layers || meta.vocab != cfg.vocab_size {
             bail!(

@@ -12,7 +12,8 @@
 //! steer:DIR:CWE|auto[:layer=L][@ALPHA]         a folder's vector for a CWE, or probe-then-steer
 //! prompt:secure                                a fixed security reminder in the prompt
 //! prompt:cwe[:DIR]                             a reminder naming the weakness DIR's probe routes to
-//! rerank:K[:static|analyzer|both]              keep the most secure of K candidates
+//! rerank:K[:static|analyzer|both][:t=T]       keep the most secure of K candidates
+//! repair:R[:t=T]                               check with the static tools, feed findings back, up to R rounds
 //! ```
 //!
 //! e.g. `guard:runs/guard:reference@0.5+steer:runs/steer:auto@2+prompt:secure+rerank:4:both`.
@@ -100,6 +101,19 @@ impl Scorer {
 pub struct RerankSpec {
     pub k: usize,
     pub by: Scorer,
+    /// The temperature of candidates 2..k (None: the kept sample's). The first candidate of a
+    /// group is always drawn as the method alone would draw it.
+    pub temperature: Option<f64>,
+}
+
+/// Check, repair and choose (`deepguard_eval::repair`): the static tools check each kept
+/// sample; a flagged one is regenerated with the findings (rule, line, message) in the prompt,
+/// until a version is unflagged or `rounds` are spent; the complete version with the fewest flags is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepairSpec {
+    pub rounds: usize,
+    /// The temperature of the repaired versions (None: the kept sample's).
+    pub temperature: Option<f64>,
 }
 
 /// A method: any combination of a guard, steering, a prompt variant and a rerank; none of them
@@ -110,6 +124,7 @@ pub struct MethodSpec {
     pub steer: Option<SteerSpec>,
     pub prompt: Option<PromptSpec>,
     pub rerank: Option<RerankSpec>,
+    pub repair: Option<RepairSpec>,
 }
 
 /// The examples `--help` and the docs show; a test parses and prints each.
@@ -130,15 +145,21 @@ pub const EXAMPLES: &[&str] = &[
     "guard:runs/guard+prompt:secure",
     "steer:runs/steer:auto+prompt:cwe",
     "guard:runs/guard:reference@0.5+rerank:4:both",
+    "rerank:4:t=0.8",
+    "repair:2",
+    "repair:2:t=0.6",
+    "prompt:secure+rerank:4:t=0.8+repair:2",
+    "guard:runs/guard+repair:3",
 ];
 
 /// The text `--method` shows in `--help` (one text wherever the flag appears).
 pub const HELP: &str = "A method: `base`, `guard:DIR[:reference][:no-prior][@STRENGTH]` (DeepGuard), \
 `steer:FILE.gguf[@ALPHA]` or `steer:DIR:CWE|auto[:layer=L][@ALPHA]` (steering vectors), \
 `prompt:secure` or `prompt:cwe[:DIR]` (a security reminder in the prompt), \
-`rerank:K[:static|analyzer|both]` (keep the most secure of K candidates), or several joined by `+` \
-(`guard:runs/guard+steer:runs/steer:auto@2`, `prompt:secure+rerank:4`). compare takes it repeatedly; \
-the first is the baseline.";
+`rerank:K[:static|analyzer|both][:t=T]` (keep the most secure of K candidates, drawn at temperature T), \
+`repair:R[:t=T]` (the static tools check each sample; flagged code is regenerated with the findings in the \
+prompt, up to R rounds), or several joined by `+` (`guard:runs/guard+steer:runs/steer:auto@2`, \
+`prompt:secure+rerank:4:t=0.8+repair:2`). compare takes it repeatedly; the first is the baseline.";
 
 impl MethodSpec {
     /// The base model.
@@ -150,9 +171,14 @@ impl MethodSpec {
         *self == Self::default()
     }
 
-    /// The spec without its rerank (what generates each candidate).
+    /// The spec without its rerank and repair (what generates each candidate).
     pub fn without_rerank(&self) -> MethodSpec {
-        MethodSpec { rerank: None, ..self.clone() }
+        MethodSpec { rerank: None, repair: None, ..self.clone() }
+    }
+
+    /// The spec without its repair loop (what generates each draft).
+    pub fn without_repair(&self) -> MethodSpec {
+        MethodSpec { repair: None, ..self.clone() }
     }
 
     /// The folder the `prompt:cwe` part routes with: its own, else the steering folder.
@@ -167,7 +193,7 @@ impl MethodSpec {
     /// The method's run folder name (stable across releases, so stored runs resume): `base`,
     /// `guard-DIRNAME[-ref][-noprior]-sSTRENGTH`, `steer-DIRNAME-SEL[-lL]-aALPHA` (or the file
     /// stem for a file), `prompt-secure`, `prompt-cwe[-DIRNAME]`, joined by `+`; a rerank adds
-    /// `-rerankK[-SCORER]`.
+    /// `-rerankK[-SCORER][-tT]`, a repair `-repairR[-tT]`.
     pub fn name(&self) -> String {
         let mut parts = Vec::new();
         if let Some(g) = &self.guard {
@@ -195,6 +221,15 @@ impl MethodSpec {
             name.push_str(&format!("-rerank{}", r.k));
             if r.by != Scorer::Static {
                 name.push_str(&format!("-{}", r.by.name()));
+            }
+            if let Some(t) = r.temperature {
+                name.push_str(&format!("-t{t}"));
+            }
+        }
+        if let Some(r) = &self.repair {
+            name.push_str(&format!("-repair{}", r.rounds));
+            if let Some(t) = r.temperature {
+                name.push_str(&format!("-t{t}"));
             }
         }
         name
@@ -231,6 +266,12 @@ impl MethodSpec {
         };
         if let Some(r) = &self.rerank {
             v = serde_json::json!({"method": v, "rerank": {"candidates": r.k, "by": r.by}});
+            if let Some(t) = r.temperature {
+                v["rerank"]["temperature"] = t.into();
+            }
+        }
+        if let Some(r) = &self.repair {
+            v = serde_json::json!({"method": v, "repair": {"rounds": r.rounds, "temperature": r.temperature}});
         }
         v
     }
@@ -360,16 +401,44 @@ fn parse_part(spec: &mut MethodSpec, part: &str) -> Result<()> {
             Ok(())
         }
         "rerank" => {
-            let (k, by) = body.split_once(':').unwrap_or((body, "static"));
+            let mut it = body.split(':');
+            let k = it.next().unwrap_or_default();
             let k: usize = k.parse().ok().filter(|&k| k >= 2).ok_or_else(|| anyhow!("rerank:{body}: expected a number of candidates >= 2 (rerank:K)"))?;
-            let r = RerankSpec { k, by: Scorer::parse(by)? };
+            let mut r = RerankSpec { k, by: Scorer::Static, temperature: None };
+            for o in it {
+                match o.strip_prefix("t=") {
+                    Some(t) => r.temperature = Some(parse_temperature(t)?),
+                    None => r.by = Scorer::parse(o)?,
+                }
+            }
             if spec.rerank.replace(r).is_some() {
                 bail!("two rerank parts");
             }
             Ok(())
         }
-        _ => bail!("`{part}` is not base, guard:..., steer:..., prompt:... or rerank:..."),
+        "repair" => {
+            let mut it = body.split(':');
+            let rounds = it.next().unwrap_or_default();
+            let rounds: usize = rounds.parse().ok().filter(|&r| r >= 1).ok_or_else(|| anyhow!("repair:{body}: expected a number of rounds >= 1 (repair:R)"))?;
+            let mut r = RepairSpec { rounds, temperature: None };
+            for o in it {
+                match o.strip_prefix("t=") {
+                    Some(t) => r.temperature = Some(parse_temperature(t)?),
+                    None => bail!("repair:{body}: unknown option `{o}` (repair:R[:t=T])"),
+                }
+            }
+            if spec.repair.replace(r).is_some() {
+                bail!("two repair parts");
+            }
+            Ok(())
+        }
+        _ => bail!("`{part}` is not base, guard:..., steer:..., prompt:..., rerank:... or repair:..."),
     }
+}
+
+/// A sampling temperature written `t=T` (0 is greedy).
+fn parse_temperature(t: &str) -> Result<f64> {
+    t.parse::<f64>().ok().filter(|t| t.is_finite() && (0.0..=5.0).contains(t)).ok_or_else(|| anyhow!("t=`{t}` is not a temperature between 0 and 5"))
 }
 
 impl FromStr for MethodSpec {
@@ -428,7 +497,17 @@ impl fmt::Display for MethodSpec {
             parts.push(p.to_string());
         }
         if let Some(r) = &self.rerank {
-            parts.push(if r.by == Scorer::Static { format!("rerank:{}", r.k) } else { format!("rerank:{}:{}", r.k, r.by.name()) });
+            let mut p = if r.by == Scorer::Static { format!("rerank:{}", r.k) } else { format!("rerank:{}:{}", r.k, r.by.name()) };
+            if let Some(t) = r.temperature {
+                p.push_str(&format!(":t={t}"));
+            }
+            parts.push(p);
+        }
+        if let Some(r) = &self.repair {
+            parts.push(match r.temperature {
+                Some(t) => format!("repair:{}:t={t}", r.rounds),
+                None => format!("repair:{}", r.rounds),
+            });
         }
         if parts.is_empty() {
             write!(f, "base")
@@ -493,6 +572,25 @@ mod tests {
         assert_eq!(parse("prompt:secure").name(), "prompt-secure");
         assert_eq!(parse("guard:g+prompt:secure+rerank:2").name(), "guard-g-s1+prompt-secure-rerank2");
         assert_eq!(parse("steer:v:auto+prompt:cwe").name(), "steer-v-auto-a2+prompt-cwe");
+        assert_eq!(parse("rerank:4:t=0.8").name(), "base-rerank4-t0.8");
+        assert_eq!(parse("prompt:secure+rerank:4:both:t=1+repair:2:t=0.6").name(), "prompt-secure-rerank4-both-t1-repair2-t0.6");
+        assert_eq!(parse("repair:2").name(), "base-repair2");
+    }
+
+    #[test]
+    fn rerank_options_in_any_order_and_repair_settings() {
+        let a = parse("rerank:4:t=0.8:both");
+        assert_eq!(a.rerank, Some(RerankSpec { k: 4, by: Scorer::Both, temperature: Some(0.8) }));
+        assert_eq!(a.to_string(), "rerank:4:both:t=0.8");
+        let r = parse("guard:g+repair:3:t=0.5");
+        assert_eq!(r.repair, Some(RepairSpec { rounds: 3, temperature: Some(0.5) }));
+        assert_eq!(r.without_rerank(), parse("guard:g"), "the generating method has neither loop");
+        assert_eq!(parse("rerank:2+repair:1").without_repair(), parse("rerank:2"));
+        // A repair wraps whatever it repairs, rerank included, in config.json.
+        let s = parse("rerank:2:t=0.9+repair:1").settings();
+        assert_eq!(s["repair"]["rounds"], 1);
+        assert_eq!(s["method"]["rerank"]["temperature"], 0.9);
+        assert_eq!(s["method"]["method"]["method"], "base");
     }
 
     #[test]
@@ -520,6 +618,11 @@ mod tests {
             ("steer:v:layer=x", "not a block number"),
             ("rerank:1", "candidates >= 2"),
             ("rerank:4:best", "unknown rerank scorer `best`"),
+            ("rerank:4:t=hot", "not a temperature"),
+            ("rerank:4:t=-1", "not a temperature"),
+            ("repair:0", "rounds >= 1"),
+            ("repair:2:both", "unknown option `both`"),
+            ("repair:1+repair:2", "two repair parts"),
             ("prompt:polite", "prompt:secure, prompt:cwe"),
             ("prompt:cwe", "needs steering vectors"),
             ("guard:a+guard:b", "two guard parts"),

@@ -507,6 +507,7 @@ fn peft_adapters_use_hf_row_order() {
             prior_rule: "counts".into(),
             data_hash: String::new(),
             settings: serde_json::Value::Null,
+            cwes: vec![],
         },
         aggregator: Aggregator::new(Mode::Last, vec![LayerRef::FinalNorm], 64, 0, &Device::Cpu).unwrap(),
         analyzer: Analyzer::new(64, gg.cfg().vocab_size, 0, &Device::Cpu).unwrap(),

@@ -51,6 +51,7 @@ fn guard_folder(m: &mut Model, out: &Path) {
             prior_rule: "counts".into(),
             data_hash: String::new(),
             settings: serde_json::Value::Null,
+            cwes: vec![],
         },
         aggregator: Aggregator::new(Mode::Attention, layers, h, 0, &Device::Cpu).unwrap(),
         analyzer: Analyzer::new(h, v, 0, &Device::Cpu).unwrap(),

@@ -53,7 +53,7 @@ pub fn train(model: &mut Model, train_pairs: &[Pair], val_pairs: &[Pair], cfg: &
     let adapters = attach_adapters(model, cfg)?;
     let model: &Model = model;
     let learner = Learner::new(model, cfg, from, &layers, adapters)?;
-    let meta = guard_meta(model, cfg, &layers, &data_hash)?;
+    let meta = guard_meta(model, cfg, &layers, &data_hash, train_pairs)?;
 
     let (mut s, mut st) = Session::start(learner, resumed, cfg, run, feats, meta, t_stats, &data_hash)?;
     let first_val = s.validate_at_start(&mut st)?;
@@ -163,7 +163,10 @@ impl<'a> Learner<'a> {
 }
 
 /// What the guard files say about the model and the run that made them.
-fn guard_meta(model: &Model, cfg: &TrainConfig, layers: &[LayerRef], data_hash: &str) -> Result<GuardMeta> {
+fn guard_meta(model: &Model, cfg: &TrainConfig, layers: &[LayerRef], data_hash: &str, pairs: &[Pair]) -> Result<GuardMeta> {
+    let mut cwes: Vec<String> = pairs.iter().map(|p| p.cwe.to_string()).collect();
+    cwes.sort();
+    cwes.dedup();
     Ok(GuardMeta {
         model_fingerprint: model.info.fingerprint.clone(),
         model_arch: format!("{:?}", model.cfg().arch).to_lowercase(),
@@ -176,6 +179,7 @@ fn guard_meta(model: &Model, cfg: &TrainConfig, layers: &[LayerRef], data_hash: 
         prior_rule: serde_json::to_string(&cfg.prior)?,
         data_hash: data_hash.to_string(),
         settings: serde_json::to_value(cfg)?,
+        cwes,
     })
 }
 
