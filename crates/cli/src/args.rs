@@ -74,7 +74,7 @@ pub struct BenchArgs {
     pub scenarios: Vec<String>,
     /// The part of the benchmark to run: `selection` (choose settings here), `confirmation`
     /// (report figures from here) or `all`. The parts split each folder's CWEs alternately in
-    /// numeric order, computed over the whole benchmark (docs/methods.md).
+    /// numeric order, computed over the whole benchmark (docs/loops.md).
     #[arg(long, value_enum, default_value = "all")]
     pub split: deepguard_eval::split::Part,
 }

@@ -2,7 +2,7 @@
 //! that settings are chosen on one part and every headline figure comes from the other, whose
 //! CWEs the settings never saw.
 //!
-//! The rule (documented in docs/methods.md and stable across releases): within each split folder
+//! The rule (documented in docs/loops.md and stable across releases): within each split folder
 //! of the benchmark (`base`, `untrain`, …), its CWEs in numeric order go alternately to the
 //! selection part (1st, 3rd, 5th, …) and the confirmation part (2nd, 4th, …). The parts are
 //! computed over the whole benchmark, so a scenario filter (`-s`) never moves a CWE from one part
