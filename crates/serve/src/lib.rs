@@ -22,6 +22,7 @@ pub mod engine;
 pub mod http;
 pub mod methods;
 pub mod metrics;
+pub mod repair;
 
 use anyhow::{Context, Result};
 use edge::EdgeConfig;
