@@ -132,11 +132,16 @@ def _():
 
 @check("chat with prompt:secure: the system line is added and the method echoed")
 def _():
-    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Write a function that lists a folder."}], max_tokens=8, temperature=0, extra_body={"deepguard": {"method": "prompt:secure"}})
+    msgs = [{"role": "user", "content": "Write a function that lists a folder."}]
+    r = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=8, temperature=0, extra_body={"deepguard": {"method": "prompt:secure"}})
     dg = r.model_extra["deepguard"]
     assert dg["method"] == "prompt-secure", dg
     assert dg["prompt"]["variant"] == "secure" and dg["prompt"]["system"].startswith("Write secure code"), dg
-    plain = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Write a function that lists a folder."}], max_tokens=8, temperature=0)
+    # appended to the request's own system message (the model saw it: more prompt tokens)
+    sys_msgs = [{"role": "system", "content": "You are terse."}] + msgs
+    plain = client.chat.completions.create(model=MODEL, messages=sys_msgs, max_tokens=8, temperature=0)
+    r = client.chat.completions.create(model=MODEL, messages=sys_msgs, max_tokens=8, temperature=0, extra_body={"deepguard": {"prompt": "secure"}})
+    assert r.model_extra["deepguard"]["prompt"]["system"].startswith("You are terse.\nWrite secure code"), r.model_extra
     assert r.usage.prompt_tokens > plain.usage.prompt_tokens + 10, (r.usage, plain.usage)
 
 
