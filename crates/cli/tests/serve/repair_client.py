@@ -128,6 +128,7 @@ def _():
     assert quick, "the repair ended before a plain request was sent"
     assert alive_after or len(quick) == 3, (quick, done)
     assert max(quick) < done["repair"] / 2, f"plain requests waited on the checks: {quick} vs {done}"
+    print(f"     repair:2 took {done['repair']:.1f}s; {len(quick)} plain requests meanwhile took {', '.join(f'{q:.2f}s' for q in quick)}", flush=True)
 
 
 @check("chat with prompt:secure: the system line is added and the method echoed")
