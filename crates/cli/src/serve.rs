@@ -1,8 +1,10 @@
 //! `deepguard serve`: the OpenAI-compatible server (`deepguard_serve`) on one model.
 
-use crate::args::ModelArgs;
+use crate::args::{ModelArgs, VenvArgs};
 use crate::guided::GuidanceArgs;
 use anyhow::{bail, Result};
+use deepguard_eval::judge::{tools::semgrep_rules, Judge};
+use deepguard_eval::repair::Checks;
 use deepguard_serve::edge::EdgeConfig;
 use deepguard_serve::http::HttpConfig;
 use deepguard_serve::methods::Methods;
@@ -16,6 +18,10 @@ pub struct Args {
     /// The default method of every request (a request may change it in its `deepguard` field).
     #[command(flatten)]
     pub guided: GuidanceArgs,
+    /// The static tools of the repair loop (`repair:R`, default or per request) come from it;
+    /// without one, a repair is refused (at start-up for the default method, else with a 400).
+    #[command(flatten)]
+    pub venv: VenvArgs,
     /// Address to listen on. The default serves this machine only; 0.0.0.0 opens the server to
     /// the network (set --api-key then).
     #[arg(long, default_value = "127.0.0.1")]
@@ -62,6 +68,19 @@ pub struct Args {
     pub max_connections: usize,
 }
 
+/// The repair loop's checks, as `eval` runs them (the static tools, semgrep with deepguard's
+/// rules, and the build check), or why the venv cannot give them.
+fn repair_checks(venv: &VenvArgs) -> std::result::Result<Checks, String> {
+    let bin = venv.bin().map_err(|e| format!("{e:#}"))?;
+    for tool in ["bandit", "semgrep", "pyflakes"] {
+        if !bin.join(tool).exists() {
+            return Err(format!("{}: no {tool} in the venv (run scripts/setup.sh)", bin.display()));
+        }
+    }
+    let rules = semgrep_rules().map_err(|e| format!("{e:#}"))?;
+    Ok(Checks { judge: deepguard_eval::rerank::scorer(Judge::default_for(&bin, &rules, None)), venv_bin: bin })
+}
+
 /// A flag's seconds as a duration: positive and at most a day.
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
     if !(v > 0.0 && v <= 86_400.0) {
@@ -85,8 +104,17 @@ pub fn run(a: Args) -> Result<()> {
     }
     let request_timeout = seconds("request-timeout", a.request_timeout)?;
     let edge = EdgeConfig { header_timeout: seconds("header-timeout", a.header_timeout)?, idle_timeout: seconds("idle-timeout", a.idle_timeout)?, max_connections: a.max_connections };
+    let spec = a.guided.spec()?;
+    let checks = repair_checks(&a.venv);
+    if let (Some(_), Err(why)) = (&spec.repair, &checks) {
+        bail!("method `{spec}`: the repair loop needs the static tools: {why}");
+    }
     let mut model = crate::load_model(&a.model.model)?;
-    let methods = Methods::load(&mut model, a.guided.spec()?)?;
+    let methods = Methods::load(&mut model, spec)?.with_checks(checks)?;
+    let tools = match methods.checks() {
+        Some(c) => format!("repairs checked by {}+build", c.judge.name()),
+        None => "no repair tools".into(),
+    };
     let model_id = match deepguard_runtime::models::KNOWN_MODELS.iter().find(|k| k.name == a.model.model) {
         Some(k) => k.name.to_string(),
         None => std::path::Path::new(&a.model.model).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| a.model.model.clone()),
@@ -102,7 +130,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let auth = if a.api_key.is_some() { "bearer key required" } else { "no key" };
     deepguard_serve::serve(model, methods, cfg, |addr| {
-        eprintln!("serving {model_id} (default method: {default}; batch {}, {auth})", a.max_batch);
+        eprintln!("serving {model_id} (default method: {default}; batch {}, {auth}, {tools})", a.max_batch);
         eprintln!("listening on http://{addr}");
     })
 }

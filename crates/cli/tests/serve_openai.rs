@@ -5,6 +5,9 @@
 //! - the bounded load test (scripts/serve_load.py): a fixed number of streamed requests from
 //!   concurrent clients; no failure, every response complete.
 //!
+//! - tests/serve/repair_client.py: prompt variants and the check-repair loop per request (the
+//!   venv's static tools), a streamed repair refused, other requests served during the checks.
+//!
 //! Only 127.0.0.1 is ever contacted. A missing model, venv or `openai` package fails the test.
 
 use std::io::{BufRead, BufReader};
@@ -132,6 +135,31 @@ fn openai_client_against_guarded_and_steered_server() {
     let status = server.wait(Duration::from_secs(30)).unwrap_or_else(|| panic!("the server did not exit after SIGTERM:\n{}", server.log()));
     assert!(status.success(), "exit status {status:?}:\n{}", server.log());
     assert!(server.log().contains("shutting down"), "{}", server.log());
+}
+
+#[test]
+fn openai_client_prompt_variants_and_repair() {
+    let py = python();
+    let model = smollm2();
+    let d = tempfile::tempdir().unwrap();
+    let venv = repo().join(".venv");
+    let server = Server::start(&["-m", &model, "--venv", venv.to_str().unwrap(), "--ctx", "2048"], d.path());
+    let out = Command::new(&py).arg(repo().join("crates/cli/tests/serve/repair_client.py")).arg(format!("{}/v1", server.url)).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "repair client checks failed:\n{stdout}\n{}\nserver log:\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    assert!(stdout.contains("all repair-client checks passed"));
+    assert!(server.log().contains("repairs checked by bandit"), "{}", server.log());
+}
+
+#[test]
+fn a_default_repair_without_tools_fails_at_start_up() {
+    smollm2();
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&["serve", "-m", "smollm2-135m", "--method", "repair:2", "--venv", "no-venv", "--port", "0"], d.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("repair loop needs the static tools") && err.contains("no-venv"), "{err}");
 }
 
 #[test]

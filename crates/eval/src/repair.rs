@@ -262,6 +262,35 @@ pub fn repair(model: &Model, method: &dyn Method, checks: &Checks, spec: &Repair
         .collect())
 }
 
+/// A program from outside a benchmark (a server's request) as a scenario the loop can check and
+/// repair: `prompt` is the whole prompt (the function context, so the findings go above it), and
+/// there are no benchmark files, CWE label or tests.
+pub fn scenario_for(lang: crate::scenario::Lang, prompt: &str) -> Scenario {
+    Scenario {
+        id: format!("request/0-{}", lang.ext()),
+        split: "request".into(),
+        cwe: String::new(),
+        name: format!("0-{}", lang.ext()),
+        lang,
+        dir: std::path::PathBuf::new(),
+        file_context: String::new(),
+        func_context: prompt.to_string(),
+        check_ql: None,
+        description: None,
+        unit_test: None,
+    }
+}
+
+/// Checks one program as the loop checks each version: the findings that flag it ([`flags`])
+/// and what the build check found wrong.
+pub fn check_one(checks: &Checks, sc: &Scenario, program: &str) -> Result<(Vec<Finding>, Vec<Finding>)> {
+    let items = [Item { scenario: sc, idx: 0, program: program.to_string() }];
+    let verdicts = checks.judge.judge(&items)?;
+    let found = verdicts.iter().find(|v| v.idx == 0).map(|v| flags(&v.findings)).unwrap_or_default();
+    let broken = crate::builds::check(&checks.venv_bin, &items)?.pop().unwrap_or_default();
+    Ok((found, broken))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +380,14 @@ mod tests {
     fn round_seeds_differ_by_round_and_sample() {
         let s: std::collections::HashSet<u64> = (0..4).flat_map(|i| (0..3).map(move |r| round_seed(42, i, r))).collect();
         assert_eq!(s.len(), 12);
+    }
+
+    #[test]
+    fn a_requests_program_is_a_scenario_whose_prompt_is_the_text() {
+        let sc = scenario_for(crate::scenario::Lang::Py, "import os\ndef f(d):\n");
+        assert_eq!(sc.prompt(), "import os\ndef f(d):\n");
+        assert_eq!((sc.lang.comment(), sc.cwe.as_str(), sc.unit_test.is_none()), ("#", "", true));
+        let (shown, _) = with_feedback(&sc, "# found x\n", &[]);
+        assert!(shown.prompt().starts_with("# found x\nimport os"), "the findings go above the prompt: {}", shown.prompt());
     }
 }

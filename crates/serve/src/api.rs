@@ -95,9 +95,16 @@ pub struct DeepguardOptions {
     /// vector folder) or a CWE (`"CWE-89"`, the folder's vector for it).
     pub steer: Option<Value>,
     pub alpha: Option<f64>,
+    /// A prompt variant: `"secure"`, `"cwe"` (routed by the server's vectors), or `false`.
+    pub prompt: Option<Value>,
+    /// The check-repair loop: its rounds (`2`), or `false`/`0` for none.
+    pub repair: Option<Value>,
     /// A whole method spec, as `deepguard generate --method` takes it (instead of the fields
     /// above), naming the server's guard and vector folders.
     pub method: Option<String>,
+    /// A completion prompt's language (`"python"` or `"c"`): the reminder's comment syntax and
+    /// the repair loop's checks. Without it: C when the prompt has an `#include`, else Python.
+    pub language: Option<String>,
 }
 
 /// Defines a request struct with the sampling fields both endpoints share (written out in

@@ -2,8 +2,9 @@
 //! shapes of OpenAI's API (one JSON object, or server-sent events ending with `data: [DONE]`).
 
 use crate::api::{self, ApiError, ChatRequest, CompletionRequest, PromptInput};
-use crate::engine::{Engine, Event, Job};
+use crate::engine::{Engine, Event, Job, Prepare};
 use crate::methods::Methods;
+use crate::repair::{self, Subject};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -14,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use deepguard_runtime::chat::{self, Message};
-use deepguard_runtime::generate::{FinishReason, SamplingParams};
+use deepguard_methods::guided::Guided;
+use deepguard_methods::spec::MethodSpec;
+use deepguard_runtime::generate::{FinishReason, Prompt, SamplingParams};
 use deepguard_runtime::Model;
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -168,12 +171,37 @@ async fn completions(State(st): State<AppState>, req: Request) -> Response {
             return Err(ApiError::bad("'best_of' > 1 is not supported; use n.").param("best_of"));
         }
         let tok = &st.model.tokenizer;
-        let ids = match api::prompt_input(req.prompt.as_ref(), st.model.cfg().vocab_size)? {
-            PromptInput::Text(t) => tok.encode(&t).map_err(|e| ApiError::bad(format!("{e:#}")).param("prompt"))?,
-            PromptInput::Tokens(ids) => ids,
+        let choice = st.methods.choose(req.deepguard.as_ref())?;
+        let asked = match req.deepguard.as_ref().and_then(|o| o.language.as_deref()) {
+            Some(l) => Some(repair::parse_language(l).ok_or_else(|| ApiError::bad(format!("Invalid value for 'deepguard.language': expected \"python\" or \"c\", got {l:?}.")).param("deepguard.language"))?),
+            None => None,
+        };
+        let input = api::prompt_input(req.prompt.as_ref(), st.model.cfg().vocab_size)?;
+        let mut extra = serde_json::Map::new();
+        let mut subject = None;
+        let ids = if choice.prompt.is_none() && choice.repair.is_none() {
+            match input {
+                PromptInput::Text(t) => tok.encode(&t).map_err(|e| ApiError::bad(format!("{e:#}")).param("prompt"))?,
+                PromptInput::Tokens(ids) => ids,
+            }
+        } else {
+            // A prompt variant and the repair loop work on the prompt's text, in its language.
+            let text = match input {
+                PromptInput::Text(t) => t,
+                PromptInput::Tokens(ids) => tok.decode(&ids).map_err(|e| ApiError::bad(format!("{e:#}")).param("prompt"))?,
+            };
+            let lang = asked.unwrap_or_else(|| repair::guess_language(&text));
+            extra.insert("language".into(), json!(repair::language_name(lang)));
+            let text = match rewrite(&st, &choice, Prompt::Code { text, comment: lang.comment().into() }, &mut extra).await? {
+                Prompt::Code { text, .. } => text,
+                Prompt::Chat(_) => unreachable!("a code prompt stays code"),
+            };
+            let ids = tok.encode(&text).map_err(|e| ApiError::bad(format!("{e:#}")).param("prompt"))?;
+            subject = Some(Subject::Completion { prompt: text, lang });
+            ids
         };
         let common = Common::completion(&req);
-        run(&st, Kind::Completion, ids, common, arrived, deadline).await
+        run(&st, Kind::Completion, ids, common, Chosen { spec: choice, subject, extra }, arrived, deadline).await
     }
     .await;
     r.unwrap_or_else(|e| failed(&st, e))
@@ -207,14 +235,82 @@ async fn chat_completions(State(st): State<AppState>, req: Request) -> Response 
             };
             messages.push(Message::new(role, &api::message_text(m, i)?));
         }
+        let choice = st.methods.choose(req.deepguard.as_ref())?;
+        let mut extra = serde_json::Map::new();
+        if choice.prompt.is_some() {
+            messages = match rewrite(&st, &choice, Prompt::Chat(messages), &mut extra).await? {
+                Prompt::Chat(m) => m,
+                Prompt::Code { .. } => unreachable!("a chat stays a chat"),
+            };
+            if let (Some(p), Some(m)) = (extra.get_mut("prompt"), messages.first().filter(|m| m.role == "system")) {
+                if p.is_object() {
+                    p["system"] = json!(m.content);
+                }
+            }
+        }
         // the template's markers are special tokens, the messages' contents plain text
         let ids = chat::encode(&st.model.tokenizer, &messages).map_err(|e| ApiError::bad(format!("{e:#}")).param("messages"))?;
         let mut common = Common::chat(&req);
         common.max_tokens = req.max_completion_tokens.or(req.max_tokens);
-        run(&st, Kind::Chat, ids, common, arrived, deadline).await
+        let subject = choice.repair.is_some().then(|| Subject::Chat { messages });
+        run(&st, Kind::Chat, ids, common, Chosen { spec: choice, subject, extra }, arrived, deadline).await
     }
     .await;
     r.unwrap_or_else(|e| failed(&st, e))
+}
+
+/// The request's prompt rewritten by its method's prompt variant (in a blocking task: `prompt:cwe`
+/// routes with a forward pass); what was done goes in `extra["prompt"]`.
+async fn rewrite(st: &AppState, spec: &MethodSpec, prompt: Prompt, extra: &mut serde_json::Map<String, Value>) -> Result<Prompt, ApiError> {
+    if spec.prompt.is_none() {
+        return Ok(prompt);
+    }
+    let (model, method) = (st.model.clone(), Guided::new(spec.clone(), false));
+    let r = tokio::task::spawn_blocking(move || method.rewrite(&model, prompt)).await;
+    let (p, what) = r.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the prompt variant stopped: {e}")))?.map_err(|e| ApiError::bad(format!("{e:#}")).param("deepguard.method"))?;
+    extra.insert("prompt".into(), what);
+    Ok(p)
+}
+
+/// A request's method, and what its prompt variant or repair needs.
+struct Chosen {
+    spec: MethodSpec,
+    /// The prompt's text or messages (as the model sees them), for a repair.
+    subject: Option<Subject>,
+    /// Added to the response's `deepguard` report (`language`, `prompt`).
+    extra: serde_json::Map<String, Value>,
+}
+
+/// One sample generated to its end, as the repair loop uses it.
+pub struct Generated {
+    pub text: String,
+    pub finish_reason: &'static str,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// What the method applied.
+    pub report: Value,
+}
+
+/// Queues one job of one sample and waits for all of it.
+pub async fn generate_one(st: &AppState, ids: Vec<u32>, params: SamplingParams, prepare: Prepare, arrived: Instant, deadline: Instant) -> Result<Generated, ApiError> {
+    let (tx, mut rx) = unbounded_channel();
+    let job = Job { prompt: ids, params: SamplingParams { n: 1, ..params }, prepare, events: tx, arrived, deadline: Some(deadline) };
+    if st.engine.submit(job).is_err() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down."));
+    }
+    let (mut text, mut reason, mut report) = (String::new(), None, Value::Null);
+    loop {
+        match rx.recv().await {
+            Some(Event::Started { report: r }) => report = r,
+            Some(Event::Text { delta, .. }) => text.push_str(&delta),
+            Some(Event::Finished { reason: r, .. }) => reason = Some(r),
+            Some(Event::Failed { status, message }) => return Err(ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message)),
+            Some(Event::Done { prompt_tokens, generated_tokens }) => {
+                return Ok(Generated { text, finish_reason: reason.map(finish_reason).unwrap_or("length"), prompt_tokens, completion_tokens: generated_tokens, report });
+            }
+            None => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The decoding engine stopped.")),
+        }
+    }
 }
 
 fn failed(st: &AppState, e: ApiError) -> Response {
@@ -232,7 +328,6 @@ struct Common {
     seed: Option<serde_json::Number>,
     stream: bool,
     include_usage: bool,
-    deepguard: Option<api::DeepguardOptions>,
     ignore_eos: bool,
     penalties: [(&'static str, Option<f64>); 2],
     logit_bias: bool,
@@ -250,7 +345,6 @@ macro_rules! common_from {
             seed: $r.seed.clone(),
             stream: $r.stream.unwrap_or(false),
             include_usage: $r.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
-            deepguard: $r.deepguard.clone(),
             ignore_eos: $r.ignore_eos.unwrap_or(false),
             penalties: [("presence_penalty", $r.presence_penalty), ("frequency_penalty", $r.frequency_penalty)],
             logit_bias: $r.logit_bias.as_ref().is_some_and(|m| !m.is_empty()),
@@ -273,7 +367,7 @@ impl Common {
 }
 
 /// Validates the sampling settings, queues the job, and answers (streamed or not).
-async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common, arrived: Instant, deadline: Instant) -> Result<Response, ApiError> {
+async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common, chosen: Chosen, arrived: Instant, deadline: Instant) -> Result<Response, ApiError> {
     let cfg = &st.cfg;
     for (name, v) in c.penalties {
         if v.is_some_and(|v| v != 0.0) {
@@ -325,8 +419,35 @@ async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common, arrived: Insta
         None => rand::random(),
         Some(s) => s.as_u64().ok_or_else(|| ApiError::bad(format!("Invalid 'seed': {s} is not an integer between 0 and {}.", u64::MAX)).param("seed"))?,
     };
-    let choice = st.methods.choose(c.deepguard.as_ref())?;
+    let Chosen { spec: choice, subject, extra } = chosen;
     let params = SamplingParams { temperature, top_p, seed, max_tokens, stop, n: n as usize };
+    if let Some(r) = choice.repair {
+        if c.stream {
+            return Err(ApiError::bad("A repair (deepguard method `repair:R`) is not streamed: its answer is known only after the checks; send the request with 'stream': false.").param("stream"));
+        }
+        if n > 1 {
+            return Err(ApiError::bad(format!("Invalid 'n': {n} with a repair; a repaired request has one sample (send one request per sample).")).param("n"));
+        }
+        let subject = subject.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the repair has no prompt text"))?;
+        let out = repair::run(st, subject, &choice, r, ids, params, c.ignore_eos, arrived, deadline).await?;
+        let mut report = out.report;
+        report["seed"] = json!(seed);
+        report["method"] = json!(choice.name());
+        for (k, v) in extra {
+            report[k] = v;
+        }
+        report["repair"] = out.repair;
+        let choice = match kind {
+            Kind::Completion => json!({"index": 0, "text": out.text, "logprobs": null, "finish_reason": out.finish_reason}),
+            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": out.text}, "logprobs": null, "finish_reason": out.finish_reason}),
+        };
+        let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+        return Ok(Json(json!({
+            "id": new_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }), "object": object, "created": now(), "model": cfg.model_id, "system_fingerprint": null,
+            "choices": [choice], "usage": usage(out.prompt_tokens, out.completion_tokens), "deepguard": report,
+        }))
+        .into_response());
+    }
     let (tx, mut rx) = unbounded_channel();
     let job = Job { prompt: ids, params, prepare: st.methods.prepare(choice, c.ignore_eos), events: tx, arrived, deadline: Some(deadline) };
     if st.engine.submit(job).is_err() {
@@ -339,6 +460,9 @@ async fn run(st: &AppState, kind: Kind, ids: Vec<u32>, c: Common, arrived: Insta
         _ => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The decoding engine stopped.")),
     };
     report["seed"] = json!(seed);
+    for (k, v) in extra {
+        report[k] = v;
+    }
     let head = Head { id: new_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }), created: now(), model: cfg.model_id.clone(), kind, n: n as usize, report };
     if c.stream {
         Ok(stream(head, rx, c.include_usage, st.engine.metrics.clone()).into_response())

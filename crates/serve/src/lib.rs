@@ -9,9 +9,12 @@
 //! - [`http`]: axum routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`,
 //!   `GET /health`, `GET /metrics` (Prometheus); bearer-token auth, body cap, a time limit per
 //!   request, OpenAI error objects, server-sent events.
-//! - [`methods`]: the server's guard and steering vectors, and a request's choice among them (its
+//! - [`methods`]: the server's guard, steering vectors and repair checks, and a request's choice
+//!   among them, prompt variants included (its
 //!   `deepguard` extension field); the method and the prompt's security score go back in the
 //!   response's `deepguard` field.
+//! - [`repair`]: the check-repair loop per request (`repair:R`): the draft's code checked by the
+//!   static tools in a blocking task, flagged code generated again with the findings.
 //! - [`api`]: the wire format.
 //!
 //! `deepguard serve` is a thin shell over [`serve`].
@@ -22,6 +25,7 @@ pub mod engine;
 pub mod http;
 pub mod methods;
 pub mod metrics;
+pub mod repair;
 
 use anyhow::{Context, Result};
 use edge::EdgeConfig;

@@ -9,13 +9,17 @@ use crate::engine::{Prepare, Prepared};
 use anyhow::Result;
 use deepguard_methods::guard::Guard;
 use deepguard_methods::guided::Guided;
-use deepguard_methods::spec::{GuardSpec, MethodSpec, SteerSpec};
+use deepguard_eval::repair::Checks;
+use deepguard_methods::spec::{GuardSpec, MethodSpec, PromptSpec, RepairSpec, SteerSpec};
 use deepguard_methods::steer::{self, Selector};
 use deepguard_runtime::hooks::LogitsProcessor;
 use deepguard_runtime::Model;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
+
+/// A request's repair loop runs at most this many rounds (each is a generation and a check).
+pub const MAX_REPAIR_ROUNDS: usize = 4;
 
 /// What the server can apply, and its defaults.
 pub struct Methods {
@@ -24,14 +28,19 @@ pub struct Methods {
     guard: Option<Arc<Guard>>,
     /// The method a request without a `deepguard` field gets.
     default: MethodSpec,
+    /// The static tools and build check of the repair loop, or why the server has none.
+    checks: Result<Arc<Checks>, String>,
 }
 
 impl Methods {
     /// Loads the default spec's guard (and attaches its adapters to `model`) and checks its
     /// steering vectors, so that a bad flag fails at start-up rather than on the first request.
     pub fn load(model: &mut Model, default: MethodSpec) -> Result<Self> {
-        if default.rerank.is_some() || default.prompt.is_some() {
-            anyhow::bail!("method `{default}`: the server applies guards and steering; reranks and prompt variants are not served (use them with eval/compare)");
+        if default.rerank.is_some() {
+            anyhow::bail!("method `{default}`: reranks are not served (use them with eval/compare)");
+        }
+        if matches!(default.prompt, Some(PromptSpec::Cwe { .. })) && default.routing_vectors().is_none() {
+            anyhow::bail!("method `{default}`: prompt:cwe routes with steering vectors: give prompt:cwe:DIR or --steer DIR:auto");
         }
         let guard = match &default.guard {
             Some(g) => {
@@ -44,7 +53,22 @@ impl Methods {
         if let Some(s) = &default.steer {
             steer::load_selected(&s.vectors, &s.select, model)?;
         }
-        Ok(Self { guard, default })
+        Ok(Self { guard, default, checks: Err("this server has no static tools (start it with --venv)".into()) })
+    }
+
+    /// The repair loop's checks (`Err`: why the server has none). A default method with a repair
+    /// needs them: without, this fails (at start-up).
+    pub fn with_checks(mut self, checks: Result<Checks, String>) -> Result<Self> {
+        if let (Some(_), Err(why)) = (&self.default.repair, &checks) {
+            anyhow::bail!("method `{}`: the repair loop needs the static tools: {why}", self.default);
+        }
+        self.checks = checks.map(Arc::new);
+        Ok(self)
+    }
+
+    /// The repair loop's checks, when the server has them.
+    pub fn checks(&self) -> Option<Arc<Checks>> {
+        self.checks.as_ref().ok().cloned()
     }
 
     pub fn defaults(&self) -> MethodSpec {
@@ -56,8 +80,8 @@ impl Methods {
         let Some(o) = o else { return Ok(self.defaults()) };
         let bad = |p: &str, m: String| ApiError::bad(m).param(&format!("deepguard.{p}"));
         if let Some(text) = &o.method {
-            if o.guard.is_some() || o.guard_strength.is_some() || o.steer.is_some() || o.alpha.is_some() {
-                return Err(bad("method", "give either `method` or the guard/steer fields, not both".into()));
+            if o.guard.is_some() || o.guard_strength.is_some() || o.steer.is_some() || o.alpha.is_some() || o.prompt.is_some() || o.repair.is_some() {
+                return Err(bad("method", "give either `method` or the guard/steer/prompt/repair fields, not both".into()));
             }
             let spec: MethodSpec = text.parse().map_err(|e: anyhow::Error| bad("method", format!("{e:#}")))?;
             return self.check_request_spec(spec).map_err(|m| bad("method", m));
@@ -113,7 +137,26 @@ impl Methods {
             }
             Some(other) => return Err(bad("steer", format!("expected true, false, \"auto\" or a CWE such as \"CWE-89\", got {}", crate::api::type_name(other)))),
         }
-        self.check_request_spec(c).map_err(|m| bad("steer", m))
+        match &o.prompt {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(false)) => c.prompt = None,
+            Some(Value::String(p)) if p == "off" || p == "none" => c.prompt = None,
+            Some(Value::String(p)) if p == "secure" => c.prompt = Some(PromptSpec::Secure),
+            Some(Value::String(p)) if p == "cwe" => c.prompt = Some(PromptSpec::Cwe { vectors: None }),
+            Some(other) => return Err(bad("prompt", format!("expected \"secure\", \"cwe\" or false, got {other}"))),
+        }
+        match &o.repair {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(false)) => c.repair = None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(0) => c.repair = None,
+                Some(r) if r <= MAX_REPAIR_ROUNDS as u64 => c.repair = Some(RepairSpec { rounds: r as usize, temperature: c.repair.and_then(|s| s.temperature) }),
+                _ => return Err(bad("repair", format!("expected a number of rounds from 0 to {MAX_REPAIR_ROUNDS}, got {n}"))),
+            },
+            Some(other) => return Err(bad("repair", format!("expected a number of rounds or false, got {}", crate::api::type_name(other)))),
+        }
+        let param = |m: &String| if m.contains("static tools") || m.contains("repair") { "repair" } else if m.contains("prompt") { "prompt" } else { "steer" };
+        self.check_request_spec(c).map_err(|m| bad(param(&m), m))
     }
 
     /// A request's spec may use only the server's guard folder and vector folder (named by
@@ -124,8 +167,29 @@ impl Methods {
         if spec.rerank.is_some() {
             return Err("rerank is not available per request (it needs the evaluation's judge)".into());
         }
-        if spec.prompt.is_some() {
-            return Err("prompt variants are not applied by the server (use them with generate, eval or compare)".into());
+        if spec.repair.is_some_and(|r| r.rounds > MAX_REPAIR_ROUNDS) {
+            return Err(format!("a repair runs at most {MAX_REPAIR_ROUNDS} rounds on this server"));
+        }
+        if spec.repair.is_some() {
+            if let Err(why) = &self.checks {
+                return Err(format!("repair needs the static tools: {why}"));
+            }
+        }
+        if let Some(PromptSpec::Cwe { vectors }) = &mut spec.prompt {
+            // Routing uses vectors the server was started with: its steering folder, or its
+            // default prompt:cwe folder.
+            let allowed: Vec<std::path::PathBuf> = self.default.steer.iter().map(|s| s.vectors.clone()).chain(self.default.routing_vectors()).collect();
+            match vectors {
+                Some(v) => match allowed.iter().find(|a| same(v, a)) {
+                    Some(a) => *v = a.clone(),
+                    None => return Err(format!("prompt:cwe: {} is not one of this server's vector folders", v.display())),
+                },
+                None if spec.steer.is_some() => {}
+                None => match allowed.first() {
+                    Some(a) => *vectors = Some(a.clone()),
+                    None => return Err("prompt:cwe routes with steering vectors and this server has none (start it with --steer DIR:auto)".into()),
+                },
+            }
         }
         if let Some(g) = &mut spec.guard {
             match &self.default.guard {
@@ -163,6 +227,7 @@ impl Methods {
             "spec": d.to_string(),
             "guard": d.guard.as_ref().map(|g| json!({"dir": g.dir, "bias_rule": format!("{:?}", g.rule).to_lowercase(), "strength": g.strength, "prior": g.prior})),
             "steer": d.steer.as_ref().map(|s| json!({"spec": s.arg(), "alpha": s.alpha, "layer": s.layer})),
+            "repair_checks": match &self.checks { Ok(c) => json!(c.judge.name()), Err(why) => json!({"unavailable": why}) },
         })
     }
 
@@ -209,7 +274,7 @@ mod tests {
     fn server(vecs: &Path) -> Methods {
         std::fs::write(vecs.join("cwe-089.gguf"), b"").unwrap();
         let default: MethodSpec = format!("guard:runs/g+steer:{}:auto@3", vecs.display()).parse().unwrap();
-        Methods { guard: None, default }
+        Methods { guard: None, default, checks: Err("no tools".into()) }
     }
 
     fn opts(v: Value) -> DeepguardOptions {
@@ -246,9 +311,12 @@ mod tests {
             (json!({"method": "steer:/tmp/x:auto"}), "a request cannot load others"),
             (json!({"method": format!("steer:{folder}:CWE-79")}), "no steering vector for CWE-79"),
             (json!({"method": "rerank:4"}), "rerank is not available per request"),
-            (json!({"method": "prompt:secure"}), "prompt variants are not applied by the server"),
+            (json!({"method": "repair:2"}), "repair needs the static tools: no tools"),
+            (json!({"repair": 1}), "repair needs the static tools"),
+            (json!({"prompt": "loud"}), "expected \"secure\", \"cwe\" or false"),
+            (json!({"method": "prompt:cwe:/tmp/other"}), "not one of this server's vector folders"),
             (json!({"method": "guard:g@x"}), "`x` after `@` is not a number"),
-            (json!({"method": "base", "guard": true}), "either `method` or the guard/steer fields"),
+            (json!({"method": "base", "guard": true}), "either `method` or the guard/steer/prompt/repair fields"),
             (json!({"steer": "CWE-79"}), "no steering vector for CWE-79"),
             (json!({"steer": 3}), "expected true, false"),
         ] {
@@ -260,10 +328,38 @@ mod tests {
 
     #[test]
     fn a_server_without_a_guard_or_vectors_refuses_to_turn_them_on() {
-        let m = Methods { guard: None, default: MethodSpec::base() };
+        let m = Methods { guard: None, default: MethodSpec::base(), checks: Err("no tools".into()) };
         for (req, param) in [(json!({"guard": true}), "deepguard.guard"), (json!({"guard_strength": 2.0}), "deepguard.guard_strength"), (json!({"steer": true}), "deepguard.steer"), (json!({"alpha": 2.0}), "deepguard.alpha")] {
             let e = m.choose(Some(&opts(req.clone()))).unwrap_err();
             assert_eq!(e.param.as_deref(), Some(param), "{req}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn prompt_variants_and_repairs_are_chosen_per_request_when_the_server_has_what_they_need() {
+        let t = tempfile::tempdir().unwrap();
+        let mut m = server(t.path());
+        let judge = deepguard_eval::rerank::scorer(deepguard_eval::judge::Judge::default_for(Path::new("/nonexistent/bin"), Path::new("/nonexistent/rules"), None));
+        m.checks = Ok(Arc::new(Checks { judge, venv_bin: "/nonexistent/bin".into() }));
+        let c = m.choose(Some(&opts(json!({"method": "prompt:secure+repair:2:t=0.5"})))).unwrap();
+        assert_eq!((c.prompt, c.repair), (Some(PromptSpec::Secure), Some(RepairSpec { rounds: 2, temperature: Some(0.5) })));
+        assert!(c.guard.is_none() && c.steer.is_none(), "a whole spec replaces the defaults");
+        // The fields keep the server's guard and steering, and add a prompt variant and a repair.
+        let c = m.choose(Some(&opts(json!({"prompt": "cwe", "repair": 1})))).unwrap();
+        assert!(c.guard.is_some() && c.steer.is_some());
+        assert_eq!((c.prompt, c.repair.map(|r| r.rounds)), (Some(PromptSpec::Cwe { vectors: None }), Some(1)));
+        // prompt:cwe without steering routes with the server's vector folder.
+        let c = m.choose(Some(&opts(json!({"prompt": "cwe", "steer": false})))).unwrap();
+        assert!(c.steer.is_none());
+        assert_eq!(c.routing_vectors().as_deref(), Some(t.path()));
+        for (req, param) in [(json!({"repair": 9}), "deepguard.repair"), (json!({"repair": "x"}), "deepguard.repair"), (json!({"method": "repair:9"}), "deepguard.method")] {
+            let e = m.choose(Some(&opts(req.clone()))).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{req}: {}", e.message);
+        }
+        let plain = Methods { guard: None, default: MethodSpec::base(), checks: Err("no tools".into()) };
+        assert!(plain.choose(Some(&opts(json!({"prompt": "cwe"})))).unwrap_err().message.contains("this server has none"));
+        // A default repair without tools fails at start-up.
+        let rep = Methods { guard: None, default: "repair:1".parse().unwrap(), checks: Err("x".into()) };
+        assert!(rep.with_checks(Err("no venv".into())).err().unwrap().to_string().contains("needs the static tools: no venv"));
     }
 }
