@@ -171,9 +171,12 @@ fn worker(s: &Shared) {
     }
 }
 
-/// The process-wide pool: candle's thread count (`CANDLE_NUM_THREADS`, else the cores) less
-/// the caller.
+/// The process-wide pool: `CANDLE_NUM_THREADS` threads (else candle's count: `RAYON_NUM_THREADS`,
+/// else the cores), the caller included.
 pub fn global() -> &'static Pool {
     static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| Pool::new(candle_core::utils::get_num_threads().saturating_sub(1)))
+    POOL.get_or_init(|| {
+        let threads = std::env::var("CANDLE_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
+        Pool::new(threads.unwrap_or_else(candle_core::utils::get_num_threads).saturating_sub(1))
+    })
 }
