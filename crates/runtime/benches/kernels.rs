@@ -45,7 +45,7 @@ fn main() {
     let scalar = std::env::args().any(|a| a == "--scalar");
     let isas: Vec<Isa> = Isa::available().into_iter().filter(|&i| scalar || i != Isa::Scalar || Isa::detect() == Isa::Scalar).collect();
     if cpu_clock() {
-        let threads = candle_core::utils::barrier_pool().n_workers() + 1;
+        let threads = deepguard_runtime::kernels::pool::global().threads();
         println!("clock: this thread's CPU time ({threads} kernel thread(s){})\n", if threads > 1 { "; the other threads' work is not counted: set CANDLE_NUM_THREADS=1" } else { "" });
     }
     println!("| type | rows x cols | use | isa | layout | m=1 GB/s | m=1 us | m=10 GMAC/s | m=128 GMAC/s |");

@@ -284,3 +284,65 @@ fn kquant_kernels_match_the_reference_on_random_blocks_and_shapes() {
         }
     }
 }
+
+/// The kernel pool's caller never waits for a worker that has not started on the job (on a busy
+/// machine the scheduler may not run it for a whole time slice): with the worker held back, the
+/// job still completes on the caller alone, and the worker, once let go, does not run the closed
+/// job. With candle's barrier pool the call would block until the worker ran.
+#[test]
+fn kernel_pool_does_not_wait_for_a_worker_that_has_not_started() {
+    use deepguard_runtime::kernels::pool::Pool;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    let gate = Arc::new(Mutex::new(()));
+    let held = gate.lock().unwrap();
+    let pool = Arc::new(Pool::with_gate(1, gate.clone()));
+    assert_eq!(pool.threads(), 2);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let items = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    {
+        let (pool, calls, items) = (pool.clone(), calls.clone(), items.clone());
+        std::thread::spawn(move || {
+            let next = AtomicUsize::new(0);
+            pool.run(|| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                while next.fetch_add(1, Ordering::SeqCst) < 1000 {
+                    items.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            tx.send(()).unwrap();
+        });
+    }
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the pool waited for a worker that never started on the job");
+    assert_eq!(items.load(Ordering::SeqCst), 1000, "every work item ran once");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "only the caller ran the job");
+    drop(held);
+    // the worker, now free, skips the closed job and takes part in the next one without harm
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    for _ in 0..200 {
+        next.store(0, Ordering::SeqCst);
+        pool.run(|| {
+            while next.fetch_add(1, Ordering::SeqCst) < 64 {
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 200 * 64);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the closed job was not run late");
+}
+
+/// A panic inside a job reaches the caller, and the pool still works afterwards.
+#[test]
+fn kernel_pool_passes_a_panic_to_the_caller() {
+    use deepguard_runtime::kernels::pool::Pool;
+    let pool = Pool::new(1);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.run(|| panic!("boom"))));
+    assert!(r.is_err());
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    pool.run(|| {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert!((1..=2).contains(&n.load(std::sync::atomic::Ordering::SeqCst)));
+}

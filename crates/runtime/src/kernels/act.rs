@@ -82,11 +82,19 @@ impl QActs {
             }
         };
         // prefill-sized inputs are split over the thread pool by rows
-        let pool = candle_core::utils::barrier_pool();
-        let threads = pool.n_workers() + 1;
+        let pool = super::pool::global();
+        let threads = pool.threads();
         if m >= 2 * threads && m * k >= 1 << 15 {
-            let per = m.div_ceil(threads);
-            pool.execute(|tid| rows((tid * per).min(m), ((tid + 1) * per).min(m)));
+            // a few chunks per thread, taken from a counter (a thread may not take part at all)
+            let per = m.div_ceil(threads * 4);
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            pool.run(|| loop {
+                let lo = next.fetch_add(per, std::sync::atomic::Ordering::Relaxed);
+                if lo >= m {
+                    return;
+                }
+                rows(lo, (lo + per).min(m));
+            });
         } else {
             rows(0, m);
         }

@@ -71,13 +71,13 @@ pub fn causal_attention(q: &[f32], k: KvView, v: KvView, s: AttnShape) -> Vec<f3
     let units = batch * nh;
     // multiply-adds of the whole call; below ~64k the thread pool's wake-up costs more than it saves
     let work = units * t * (pos + t.div_ceil(2)) * hd * 2;
-    let pool = candle_core::utils::barrier_pool();
-    if pool.n_workers() == 0 || units < 2 || work < 1 << 16 {
+    let pool = super::pool::global();
+    if pool.threads() == 1 || units < 2 || work < 1 << 16 {
         let mut scores = Vec::with_capacity(kv_len);
         (0..units).for_each(|u| unit(u, &mut scores));
     } else {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        pool.execute(|_| {
+        pool.run(|| {
             let mut scores = Vec::with_capacity(kv_len);
             loop {
                 let u = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -6,7 +6,7 @@
 //! Quantizing x exactly as ggml/candle do keeps our logits equal to theirs up to float summation
 //! order.
 //!
-//! Work is split over output rows across candle's thread pool. Several rows of x (prefill, batched
+//! Work is split over output rows across the kernels' thread pool ([`pool`]). Several rows of x (prefill, batched
 //! decoding) are processed together so that each weight block is loaded and unpacked once per
 //! group of up to 4 rows (12 with AVX-512). The SIMD path (AVX-512 with VNNI, else AVX2) is chosen
 //! at run time; the scalar path is the reference the tests compare against. For the SIMD paths
@@ -20,6 +20,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod packed;
+pub mod pool;
 mod scalar;
 pub mod vmath;
 
@@ -372,8 +373,8 @@ pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32
             }
         })
         .collect();
-    let pool = candle_core::utils::barrier_pool();
-    let threads = pool.n_workers() + 1;
+    let pool = pool::global();
+    let threads = pool.threads();
     let total: usize = mats.iter().map(|w| w.rows).sum();
     // ~6 chunks per thread, multiples of 16 rows (whole interleaved groups)
     let chunk = (total.div_ceil(threads * 6).div_ceil(16) * 16).max(16);
@@ -384,7 +385,7 @@ pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32
     }
     let out_ptrs: Vec<SendPtr<f32>> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = |_tid: usize| loop {
+    let work = || loop {
         let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(&(i, lo)) = chunks.get(c) else { return };
         let w = mats[i];
@@ -394,9 +395,9 @@ pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize, outs: &mut [&mut [f32
         w.matmul_rows(&acts[act_of[i]], lo..hi, out, isa);
     };
     if threads == 1 || chunks.len() == 1 {
-        work(0);
+        work();
     } else {
-        pool.execute(work);
+        pool.run(work);
     }
     if let Some(t0) = t0 {
         crate::profile::add_kernel(t0);
