@@ -27,6 +27,10 @@ pub fn check(venv_bin: &Path, items: &[Item]) -> Result<Vec<Vec<Finding>>> {
     }
     if !py.is_empty() {
         let o = Command::new(venv_bin.join("pyflakes")).args(&py).output().with_context(|| format!("cannot run {} (run scripts/setup.sh)", venv_bin.join("pyflakes").display()))?;
+        // 0: nothing found, 1: messages; anything else is pyflakes failing, not a clean build.
+        if !matches!(o.status.code(), Some(0 | 1)) {
+            anyhow::bail!("pyflakes failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr).chars().take(300).collect::<String>());
+        }
         // Syntax errors go to stderr; undefined names are the only warnings that break a run.
         let found = parse(&String::from_utf8_lossy(&o.stderr), "pyflakes", true).into_iter().chain(parse(&String::from_utf8_lossy(&o.stdout), "pyflakes", false));
         for (k, f) in found {

@@ -196,7 +196,8 @@ struct Open<'a> {
     draft: SampleRec,
     versions: Vec<Version>,
     cost: Cost,
-    /// The latest version's program, to be checked.
+    /// The latest version (code after the prompt, complete, tokens) and its program, to be checked.
+    latest: (String, bool, usize),
     program: String,
     done: bool,
 }
@@ -208,10 +209,17 @@ pub fn repair(model: &Model, method: &dyn Method, checks: &Checks, spec: &Repair
     let mut open: Vec<Open> = drafts
         .iter()
         .flat_map(|(sc, ds)| {
-            ds.iter().map(move |d| Open { sc, draft: d.clone(), versions: vec![], cost: d.cost(), program: d.program(sc), done: false })
+            ds.iter().map(move |d| Open {
+                sc,
+                draft: d.clone(),
+                versions: vec![],
+                cost: d.cost(),
+                latest: (d.cut.code.clone(), d.cut.complete, d.tokens),
+                program: d.program(sc),
+                done: false,
+            })
         })
         .collect();
-    let mut latest: Vec<(String, bool, usize)> = open.iter().map(|o| (o.draft.cut.code.clone(), o.draft.cut.complete, o.draft.tokens)).collect();
     for round in 0..=spec.rounds {
         let todo: Vec<usize> = (0..open.len()).filter(|&i| !open[i].done).collect();
         if todo.is_empty() {
@@ -221,9 +229,13 @@ pub fn repair(model: &Model, method: &dyn Method, checks: &Checks, spec: &Repair
         let verdicts = checks.judge.judge(&items)?;
         let builds = crate::builds::check(&checks.venv_bin, &items)?;
         for (&i, broken) in todo.iter().zip(builds) {
-            let fs = verdicts.iter().find(|v| v.idx == i && v.scenario == open[i].sc.id).map(|v| flags(&v.findings)).unwrap_or_default();
-            let (code, complete, tokens) = latest[i].clone();
+            // A program the tools gave no verdict on is not taken for clean.
+            let fs = match verdicts.iter().find(|v| v.idx == i && v.scenario == open[i].sc.id) {
+                Some(v) => flags(&v.findings),
+                None => anyhow::bail!("{} sample {}: the static tools returned no verdict for a repair round", open[i].sc.id, open[i].draft.idx),
+            };
             let o = &mut open[i];
+            let (code, complete, tokens) = o.latest.clone();
             o.versions.push(Version { code, complete, tokens, flags: fs, broken });
             // A draft is repaired when a security check flags it; a repaired version also when
             // it no longer builds.
@@ -240,7 +252,7 @@ pub fn repair(model: &Model, method: &dyn Method, checks: &Checks, spec: &Repair
             o.cost = o.cost.plus(r.cost());
             let code = format!("{join}{}", r.cut.code);
             o.program = format!("{}{code}", o.sc.prompt());
-            latest[i] = (code, r.cut.complete, r.tokens);
+            o.latest = (code, r.cut.complete, r.tokens);
         }
     }
     Ok(open

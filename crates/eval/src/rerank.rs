@@ -163,12 +163,11 @@ pub fn key(c: &SampleRec, verdict: Option<&JudgeRec>) -> (bool, usize, f32) {
 pub fn select(cands: &[SampleRec], verdicts: Option<&[JudgeRec]>, n: usize, k: usize) -> Vec<SampleRec> {
     (0..n)
         .filter_map(|i| {
+            let group: Vec<&SampleRec> = (0..k).map(|m| cands.iter().find(|c| c.idx == i + m * n)).collect::<Option<_>>()?;
             let mut best: Option<((bool, usize, f32), &SampleRec)> = None;
-            for m in 0..k {
-                let j = i + m * n;
-                let c = cands.iter().find(|c| c.idx == j)?;
+            for &c in &group {
                 let v = match verdicts {
-                    Some(vs) => Some(vs.iter().find(|v| v.idx == j)?),
+                    Some(vs) => Some(vs.iter().find(|v| v.idx == c.idx)?),
                     None => None,
                 };
                 let key = key(c, v);
@@ -177,7 +176,6 @@ pub fn select(cands: &[SampleRec], verdicts: Option<&[JudgeRec]>, n: usize, k: u
                 }
             }
             let (_, c) = best?;
-            let group: Vec<&SampleRec> = (0..k).filter_map(|m| cands.iter().find(|c| c.idx == i + m * n)).collect();
             let mut s = c.clone();
             s.candidate = Some(c.idx);
             s.idx = i;

@@ -32,10 +32,11 @@ impl Lang {
             Lang::C => "c",
         }
     }
-    fn parse(s: &str) -> Option<Lang> {
-        match s.to_ascii_lowercase().as_str() {
-            "py" | "python" => Some(Lang::Py),
-            "c" => Some(Lang::C),
+    /// A language's name as info.json, a request or a code fence's tag writes it.
+    pub fn parse(s: &str) -> Option<Lang> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "py" | "python" | "python3" => Some(Lang::Py),
+            "c" | "h" => Some(Lang::C),
             _ => None,
         }
     }

@@ -401,15 +401,10 @@ fn parse_part(spec: &mut MethodSpec, part: &str) -> Result<()> {
             Ok(())
         }
         "rerank" => {
-            let mut it = body.split(':');
-            let k = it.next().unwrap_or_default();
-            let k: usize = k.parse().ok().filter(|&k| k >= 2).ok_or_else(|| anyhow!("rerank:{body}: expected a number of candidates >= 2 (rerank:K)"))?;
-            let mut r = RerankSpec { k, by: Scorer::Static, temperature: None };
-            for o in it {
-                match o.strip_prefix("t=") {
-                    Some(t) => r.temperature = Some(parse_temperature(t)?),
-                    None => r.by = Scorer::parse(o)?,
-                }
+            let (k, temperature, opts) = count_and_options(body, 2, || anyhow!("rerank:{body}: expected a number of candidates >= 2 (rerank:K)"))?;
+            let mut r = RerankSpec { k, by: Scorer::Static, temperature };
+            for o in opts {
+                r.by = Scorer::parse(o)?;
             }
             if spec.rerank.replace(r).is_some() {
                 bail!("two rerank parts");
@@ -417,16 +412,11 @@ fn parse_part(spec: &mut MethodSpec, part: &str) -> Result<()> {
             Ok(())
         }
         "repair" => {
-            let mut it = body.split(':');
-            let rounds = it.next().unwrap_or_default();
-            let rounds: usize = rounds.parse().ok().filter(|&r| r >= 1).ok_or_else(|| anyhow!("repair:{body}: expected a number of rounds >= 1 (repair:R)"))?;
-            let mut r = RepairSpec { rounds, temperature: None };
-            for o in it {
-                match o.strip_prefix("t=") {
-                    Some(t) => r.temperature = Some(parse_temperature(t)?),
-                    None => bail!("repair:{body}: unknown option `{o}` (repair:R[:t=T])"),
-                }
+            let (rounds, temperature, opts) = count_and_options(body, 1, || anyhow!("repair:{body}: expected a number of rounds >= 1 (repair:R)"))?;
+            if let Some(o) = opts.first() {
+                bail!("repair:{body}: unknown option `{o}` (repair:R[:t=T])");
             }
+            let r = RepairSpec { rounds, temperature };
             if spec.repair.replace(r).is_some() {
                 bail!("two repair parts");
             }
@@ -434,6 +424,21 @@ fn parse_part(spec: &mut MethodSpec, part: &str) -> Result<()> {
         }
         _ => bail!("`{part}` is not base, guard:..., steer:..., prompt:..., rerank:... or repair:..."),
     }
+}
+
+/// A loop part's body `N[:OPTION]...`: the count (at least `min`, else `bad()`), the temperature
+/// of a `t=T` option, and the other options in order.
+fn count_and_options<'a>(body: &'a str, min: usize, bad: impl Fn() -> anyhow::Error) -> Result<(usize, Option<f64>, Vec<&'a str>)> {
+    let mut it = body.split(':');
+    let n: usize = it.next().unwrap_or_default().parse().ok().filter(|&n| n >= min).ok_or_else(&bad)?;
+    let (mut temperature, mut opts) = (None, Vec::new());
+    for o in it {
+        match o.strip_prefix("t=") {
+            Some(t) => temperature = Some(parse_temperature(t)?),
+            None => opts.push(o),
+        }
+    }
+    Ok((n, temperature, opts))
 }
 
 /// A sampling temperature written `t=T` (0 is greedy).

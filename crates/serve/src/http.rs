@@ -173,7 +173,7 @@ async fn completions(State(st): State<AppState>, req: Request) -> Response {
         let tok = &st.model.tokenizer;
         let choice = st.methods.choose(req.deepguard.as_ref())?;
         let asked = match req.deepguard.as_ref().and_then(|o| o.language.as_deref()) {
-            Some(l) => Some(repair::parse_language(l).ok_or_else(|| ApiError::bad(format!("Invalid value for 'deepguard.language': expected \"python\" or \"c\", got {l:?}.")).param("deepguard.language"))?),
+            Some(l) => Some(deepguard_eval::scenario::Lang::parse(l).ok_or_else(|| ApiError::bad(format!("Invalid value for 'deepguard.language': expected \"python\" or \"c\", got {l:?}.")).param("deepguard.language"))?),
             None => None,
         };
         let input = api::prompt_input(req.prompt.as_ref(), st.model.cfg().vocab_size)?;

@@ -16,15 +16,6 @@ use deepguard_runtime::generate::SamplingParams;
 use serde_json::{json, Value};
 use std::time::Instant;
 
-/// A request's language name (`python`, `py`, `c`, as in a code fence's tag too).
-pub fn parse_language(s: &str) -> Option<Lang> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "python" | "py" | "python3" => Some(Lang::Py),
-        "c" | "h" => Some(Lang::C),
-        _ => None,
-    }
-}
-
 /// The language of a free-text prompt: C when it has an `#include`, else Python.
 pub fn guess_language(text: &str) -> Lang {
     if text.contains("#include") {
@@ -142,7 +133,7 @@ pub async fn run(st: &AppState, subject: Subject, spec: &MethodSpec, r: RepairSp
         let (lang, program) = match &subject {
             Subject::Completion { prompt, lang } => (*lang, Some(format!("{prompt}{code}"))),
             Subject::Chat { .. } => match code_block(&g.text) {
-                Some((tag, block)) => (tag.as_deref().and_then(parse_language).unwrap_or_else(|| guess_language(&block)), Some(block)),
+                Some((tag, block)) => (tag.as_deref().and_then(Lang::parse).unwrap_or_else(|| guess_language(&block)), Some(block)),
                 None => (Lang::Py, None),
             },
         };
@@ -241,7 +232,7 @@ mod tests {
         assert_eq!(guess_language("#include <stdio.h>\nint main() {\n"), Lang::C);
         assert_eq!(guess_language("import os\n# include this\ndef f():\n"), Lang::Py);
         assert_eq!(guess_language(""), Lang::Py);
-        assert_eq!((parse_language("Python"), parse_language("c"), parse_language("rust")), (Some(Lang::Py), Some(Lang::C), None));
+        assert_eq!((Lang::parse("Python"), Lang::parse("c"), Lang::parse("rust")), (Some(Lang::Py), Some(Lang::C), None));
     }
 
     #[test]
